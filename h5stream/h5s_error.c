@@ -1,0 +1,89 @@
+/* h5s_error.c - error table, per-thread messages and HDF5 error-stack capture. */
+#include "h5s_error.h"
+
+#include <hdf5.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define H5S_MSG_MAX 1024
+
+static _Thread_local char tls_message[H5S_MSG_MAX];
+
+const char *h5s_strerror(int code)
+{
+    switch (code) {
+#define H5S_X_CASE(name, value, text)                                                          \
+    case value:                                                                                \
+        return text;
+        H5S_ERROR_TABLE(H5S_X_CASE)
+#undef H5S_X_CASE
+    default:
+        return "unknown error";
+    }
+}
+
+const char *h5s_error_message(void)
+{
+    return tls_message;
+}
+
+void h5s_error_clear(void)
+{
+    tls_message[0] = '\0';
+}
+
+static void vset(const char *fmt, va_list ap)
+{
+    vsnprintf(tls_message, sizeof tls_message, fmt, ap);
+}
+
+int h5s_error_set(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vset(fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int h5s_error_restore(int code, const char *msg)
+{
+    snprintf(tls_message, sizeof tls_message, "%s", msg ? msg : "");
+    return code;
+}
+
+/* Walk callback: keeps the description of the deepest entry that has one. */
+static herr_t keep_innermost(unsigned n, const H5E_error2_t *err, void *payload)
+{
+    (void)n;
+    char *out = payload;
+    if (err->desc && err->desc[0])
+        snprintf(out, 256, "%s (%s)", err->desc, err->func_name ? err->func_name : "?");
+    return 0;
+}
+
+int h5s_error_set_h5(int code, const char *fmt, ...)
+{
+    char inner[256] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vset(fmt, ap);
+    va_end(ap);
+    hid_t stack = H5Eget_current_stack();
+    if (stack >= 0) {
+        /* Downward ends at the innermost call, whose description the callback keeps. */
+        H5Ewalk2(stack, H5E_WALK_DOWNWARD, keep_innermost, inner);
+        H5Eclose_stack(stack);
+    }
+    if (inner[0]) {
+        size_t len = strlen(tls_message);
+        snprintf(tls_message + len, sizeof tls_message - len, ": %s", inner);
+    }
+    return code;
+}
+
+void h5s_hdf5_quiet(void)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}

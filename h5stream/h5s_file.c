@@ -1,0 +1,548 @@
+/*
+ * h5s_file.c - the file object: declaration phase, SWMR start, the writer thread and its
+ * commit protocol, the encoder pool, flush and close.
+ *
+ * Commit protocol (docs/format.md): chunks are stored as bands arrive; a commit then
+ * writes and flushes every payload dataset (data, timestamp, per-frame values) of every
+ * frames dataset, and only after that extends, writes and flushes the commit markers
+ * (frame_id) and the status row. A reader that refreshes the marker first therefore never
+ * sees a frame whose payload is not on disk.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "h5s_engine.h"
+#include "h5s_error.h"
+#include "h5s_format.h"
+
+/* Commit anyway once this many frames wait for one, so the pending meta stays small. */
+#define H5S_MAX_PENDING_FRAMES 65536
+/* H5Fflush at least this often (seconds) so the superblock's EOA stays fresh. */
+#define H5S_FFLUSH_INTERVAL 1.0
+#define H5S_BATCH 256
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int write_string_attr(hid_t obj, const char *name, const char *value)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, strlen(value) > 0 ? strlen(value) : 1);
+    H5Tset_strpad(type, H5T_STR_NULLTERM);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t st = attr >= 0 ? H5Awrite(attr, type, value) : -1;
+    if (attr >= 0)
+        H5Aclose(attr);
+    H5Sclose(space);
+    H5Tclose(type);
+    return st < 0 ? -1 : 0;
+}
+
+int h5s_attr_string(hid_t obj, const char *name, const char *value)
+{
+    return write_string_attr(obj, name, value);
+}
+
+static int write_int_attr(hid_t obj, const char *name, int value)
+{
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = H5Acreate2(obj, name, H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t st = attr >= 0 ? H5Awrite(attr, H5T_NATIVE_INT, &value) : -1;
+    if (attr >= 0)
+        H5Aclose(attr);
+    H5Sclose(space);
+    return st < 0 ? -1 : 0;
+}
+
+static int write_status(h5s_file *f, int32_t state)
+{
+    h5s_status_row row = {state, wall_now(), (uint64_t)atomic_load(&f->st_committed)};
+    hid_t type = h5s_format_status_type();
+    herr_t st = H5Dwrite(f->status_dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &row);
+    H5Tclose(type);
+    if (st < 0 || H5Dflush(f->status_dset) < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: cannot write %s", f->path, H5S_STATUS_DATASET);
+    return 0;
+}
+
+static int create_status(h5s_file *f)
+{
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t type = h5s_format_status_type();
+    hsize_t one = 1;
+    hid_t space = H5Screate_simple(1, &one, NULL);
+    /* Contiguous and allocated now: overwriting it in place needs no new space later. */
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_layout(dcpl, H5D_CONTIGUOUS);
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+    f->status_dset = H5Dcreate2(f->fid, H5S_STATUS_DATASET, type, space, lcpl, dcpl,
+                                H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    H5Tclose(type);
+    H5Pclose(lcpl);
+    if (f->status_dset < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: cannot create %s", f->path, H5S_STATUS_DATASET);
+    return write_status(f, H5S_STATE_WRITING);
+}
+
+static hid_t make_fapl(const h5s_file_options *o)
+{
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+    switch (o->locking) {
+    case H5S_LOCKING_ON:
+        H5Pset_file_locking(fapl, 1, 0);
+        break;
+    case H5S_LOCKING_OFF:
+        H5Pset_file_locking(fapl, 0, 0);
+        break;
+    case H5S_LOCKING_BEST_EFFORT:
+        H5Pset_file_locking(fapl, 1, 1);
+        break;
+    default: /* HDF5 reads HDF5_USE_FILE_LOCKING itself */
+        break;
+    }
+    return fapl;
+}
+
+int h5s_file_create(h5s_file **out, const char *path, const h5s_file_options *opts)
+{
+    h5s_error_clear();
+    h5s_hdf5_quiet();
+    if (!out || !path || !path[0])
+        return h5s_error_set(H5S_EINVAL, "h5s_file_create: no output or path given");
+    *out = NULL;
+    h5s_file_options o = H5S_FILE_OPTIONS_INIT;
+    if (opts)
+        o = *opts;
+    if (o.version != H5S_FILE_OPTIONS_VERSION)
+        return h5s_error_set(H5S_EINVAL, "%s: options version %u, expected %u", path,
+                             o.version, H5S_FILE_OPTIONS_VERSION);
+    if (o.queue_bytes < ((size_t)1 << 20))
+        return h5s_error_set(H5S_EINVAL, "%s: queue budget %zu bytes is below 1 MiB", path,
+                             o.queue_bytes);
+    if (o.encode_threads < 0 || o.encode_threads > 256)
+        return h5s_error_set(H5S_EINVAL, "%s: %d encoder threads (expected 0 to 256)", path,
+                             o.encode_threads);
+    if (o.locking < H5S_LOCKING_ENV || o.locking > H5S_LOCKING_BEST_EFFORT)
+        return h5s_error_set(H5S_EINVAL, "%s: unknown locking policy %d", path, (int)o.locking);
+    int rc = h5s_filters_init();
+    if (rc)
+        return rc;
+
+    h5s_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(path))) {
+        free(f);
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", path);
+    }
+    f->opts = o;
+    snprintf(f->creator, sizeof f->creator, "%s",
+             o.creator ? o.creator : "h5stream " H5S_VERSION_STRING);
+    f->opts.creator = f->creator;
+    f->status_dset = H5I_INVALID_HID;
+
+    hid_t fapl = make_fapl(&o);
+    f->fid = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (f->fid < 0) {
+        rc = h5s_error_set_h5(H5S_EIO, "%s: cannot create the file", path);
+        free(f->path);
+        free(f);
+        return rc;
+    }
+    if (write_string_attr(f->fid, H5S_ATTR_FORMAT, H5S_FORMAT_NAME) < 0 ||
+        write_int_attr(f->fid, H5S_ATTR_FORMAT_VERSION, H5S_FORMAT_VERSION) < 0 ||
+        write_string_attr(f->fid, H5S_ATTR_CREATOR, f->creator) < 0) {
+        rc = h5s_error_set_h5(H5S_EIO, "%s: cannot write the root attributes", path);
+        H5Fclose(f->fid);
+        free(f->path);
+        free(f);
+        return rc;
+    }
+    rc = create_status(f);
+    if (rc) {
+        H5Dclose(f->status_dset);
+        H5Fclose(f->fid);
+        free(f->path);
+        free(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+const char *h5s_file_path(const h5s_file *file)
+{
+    return file ? file->path : NULL;
+}
+
+/* 1 if every component of path exists as a link. */
+int h5s_path_exists(hid_t loc, const char *path)
+{
+    char buf[1024];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return 0;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        htri_t e = H5Lexists(loc, buf, H5P_DEFAULT);
+        *p = '/';
+        if (e <= 0)
+            return 0;
+    }
+    return H5Lexists(loc, buf, H5P_DEFAULT) > 0;
+}
+
+int h5s_file_link(h5s_file *file, const char *link_path, const char *target_path)
+{
+    h5s_error_clear();
+    if (!file || !link_path || !target_path || link_path[0] != '/' || target_path[0] != '/')
+        return h5s_error_set(H5S_EINVAL, "h5s_file_link: paths must be absolute");
+    if (file->started)
+        return h5s_error_set(H5S_ESTATE, "%s: hard link %s after SWMR started", file->path,
+                             link_path);
+    if (!h5s_path_exists(file->fid, target_path))
+        return h5s_error_set(H5S_ENOTFOUND, "%s: link target %s does not exist", file->path,
+                             target_path);
+    if (h5s_path_exists(file->fid, link_path))
+        return h5s_error_set(H5S_EINVAL, "%s: %s already exists", file->path, link_path);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    herr_t st = H5Lcreate_hard(file->fid, target_path, file->fid, link_path, lcpl, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    if (st < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: cannot link %s -> %s", file->path, link_path,
+                                target_path);
+    return 0;
+}
+
+/* ---- writer thread ---------------------------------------------------------------- */
+
+/* Records the error on this thread's message as the stream's kept error. */
+static void writer_fail(h5s_file *f, int code)
+{
+    h5s_queue_fail(&f->q, code, h5s_error_message());
+}
+
+static int uncommitted(const h5s_file *f)
+{
+    for (size_t i = 0; i < f->nframes; i++)
+        if (f->frames[i]->written > f->frames[i]->committed)
+            return 1;
+    return 0;
+}
+
+static uint64_t pending_frames(const h5s_file *f)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < f->nframes; i++)
+        n += f->frames[i]->written - f->frames[i]->committed;
+    return n;
+}
+
+static int commit(h5s_file *f, int fflush)
+{
+    int rc = 0;
+    uint64_t total = 0;
+    /* Every payload first, then every marker. */
+    for (size_t i = 0; i < f->nframes && rc == 0; i++)
+        rc = h5s_frames_commit_payload(f->frames[i]);
+    for (size_t i = 0; i < f->nframes && rc == 0; i++)
+        rc = h5s_frames_commit_marker(f->frames[i]);
+    for (size_t i = 0; i < f->nframes; i++)
+        total += f->frames[i]->committed;
+    atomic_store(&f->st_committed, total);
+    if (rc == 0)
+        rc = write_status(f, H5S_STATE_WRITING);
+    double now = h5s_mono_now();
+    if (rc == 0 && fflush) {
+        if (H5Fflush(f->fid, H5F_SCOPE_LOCAL) < 0)
+            rc = h5s_error_set_h5(H5S_EIO, "%s: H5Fflush failed", f->path);
+        f->last_fflush = now;
+    }
+    f->last_commit = now;
+    atomic_fetch_add(&f->st_commits, 1);
+    return rc;
+}
+
+/* Writes a batch of jobs taken in sequence order. Returns 1 after the STOP job. */
+static int writer_batch(h5s_file *f, h5s_job **batch, size_t n, uint64_t *since_commit)
+{
+    int failed = h5s_queue_error(&f->q) != 0;
+    int want_commit = 0, stop = 0;
+    uint64_t end_seq = 0;
+
+    /* One extent change per dataset per batch, covering all its bands. */
+    if (!failed) {
+        for (size_t i = 0; i < n; i++) {
+            h5s_job *j = batch[i];
+            if (j->kind != H5S_JOB_BAND || j->status)
+                continue;
+            uint64_t end = j->first_frame + j->nframes;
+            size_t k = i + 1;
+            for (; k < n; k++)
+                if (batch[k]->kind == H5S_JOB_BAND && batch[k]->frames == j->frames)
+                    end = batch[k]->first_frame + batch[k]->nframes;
+            if (h5s_frames_extend(j->frames, end) != 0) {
+                writer_fail(f, H5S_EIO);
+                failed = 1;
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        h5s_job *j = batch[i];
+        end_seq = j->seq + 1;
+        if (j->kind == H5S_JOB_BAND && !failed) {
+            int rc = j->status;
+            if (rc)
+                h5s_error_restore(rc, j->errmsg);
+            else
+                rc = h5s_frames_write_band(j->frames, j);
+            if (rc) {
+                writer_fail(f, rc);
+                failed = 1;
+            } else {
+                *since_commit += j->nframes;
+            }
+        } else if (j->kind == H5S_JOB_FLUSH) {
+            want_commit = 2;
+        } else if (j->kind == H5S_JOB_STOP) {
+            stop = 1;
+        }
+        h5s_queue_release(&f->q, j->charged);
+        h5s_job_free(j);
+    }
+    if (!failed && !want_commit) {
+        double now = h5s_mono_now();
+        if ((f->opts.flush_every && *since_commit >= f->opts.flush_every) ||
+            pending_frames(f) >= H5S_MAX_PENDING_FRAMES ||
+            (f->opts.flush_ms && uncommitted(f) &&
+             now - f->last_commit >= f->opts.flush_ms / 1000.0))
+            want_commit = 1;
+    }
+    if (!failed && (want_commit || stop)) {
+        int fflush = want_commit == 2 || stop ||
+                     h5s_mono_now() - f->last_fflush >= H5S_FFLUSH_INTERVAL;
+        if (commit(f, fflush) != 0)
+            writer_fail(f, H5S_EIO);
+        *since_commit = 0;
+    }
+    h5s_queue_mark_done(&f->q, end_seq);
+    return stop;
+}
+
+static void writer_finish(h5s_file *f)
+{
+    if (h5s_queue_error(&f->q) == 0 && write_status(f, H5S_STATE_CLOSED) != 0)
+        writer_fail(f, H5S_EIO);
+    for (size_t i = 0; i < f->nframes; i++)
+        h5s_frames_close_handles(f->frames[i]);
+    H5Dclose(f->status_dset);
+    f->status_dset = H5I_INVALID_HID;
+    if (H5Fclose(f->fid) < 0 && h5s_queue_error(&f->q) == 0) {
+        h5s_error_set_h5(H5S_EIO, "%s: closing the file failed", f->path);
+        writer_fail(f, H5S_EIO);
+    }
+    f->fid = H5I_INVALID_HID;
+}
+
+static void *writer_main(void *arg)
+{
+    h5s_file *f = arg;
+    h5s_hdf5_quiet();
+    h5s_job *batch[H5S_BATCH];
+    uint64_t since_commit = 0;
+    f->last_commit = f->last_fflush = h5s_mono_now();
+    for (;;) {
+        double deadline = -1;
+        if (f->opts.flush_ms && uncommitted(f))
+            deadline = f->last_commit + f->opts.flush_ms / 1000.0;
+        else if (f->opts.flush_ms)
+            deadline = h5s_mono_now() + f->opts.flush_ms / 1000.0;
+        size_t n = h5s_queue_take_ready(&f->q, batch, H5S_BATCH, deadline);
+        if (writer_batch(f, batch, n, &since_commit))
+            break;
+    }
+    writer_finish(f);
+    return NULL;
+}
+
+/* ---- encoder pool ----------------------------------------------------------------- */
+
+static void *encoder_main(void *arg)
+{
+    h5s_file *f = arg;
+    size_t biggest = 0;
+    for (size_t i = 0; i < f->nframes; i++)
+        if (f->frames[i]->chunk_bytes > biggest)
+            biggest = f->frames[i]->chunk_bytes;
+    unsigned char *gather = malloc(biggest);
+    unsigned char *scratch = malloc(biggest);
+    for (;;) {
+        h5s_job *job = h5s_queue_take_work(&f->q);
+        if (!job)
+            break;
+        if (!gather || !scratch)
+            job->status = h5s_error_set(H5S_ENOMEM, "%s: encoder out of memory", f->path);
+        else
+            job->status = h5s_frames_encode(job, gather, scratch);
+        if (job->status)
+            job->errmsg = strdup(h5s_error_message());
+        size_t charge = (job->raw ? job->frames->band_bytes : 0);
+        for (size_t c = 0; c < job->nchunks; c++)
+            if (!job->raw || (unsigned char *)job->chunks[c].bytes < job->raw ||
+                (unsigned char *)job->chunks[c].bytes >= job->raw + job->frames->band_bytes)
+                charge += job->chunks[c].size;
+        h5s_queue_put_ready(&f->q, job, charge);
+    }
+    free(gather);
+    free(scratch);
+    return NULL;
+}
+
+/* ---- start, flush, close ---------------------------------------------------------- */
+
+int h5s_file_start_swmr(h5s_file *f)
+{
+    h5s_error_clear();
+    if (!f)
+        return h5s_error_set(H5S_EINVAL, "h5s_file_start_swmr: no file");
+    if (f->started)
+        return h5s_error_set(H5S_ESTATE, "%s: SWMR already started", f->path);
+    if (write_string_attr(f->fid, H5S_ATTR_MODELS, f->nframes ? "frames" : "") < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: cannot write %s", f->path, H5S_ATTR_MODELS);
+    /* Datasets are reopened after the switch: access properties set before it can be lost
+     * in HDF5 1.10.8 (DESIGN.md section 3). */
+    H5Dclose(f->status_dset);
+    f->status_dset = H5I_INVALID_HID;
+    if (H5Fstart_swmr_write(f->fid) < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: H5Fstart_swmr_write failed", f->path);
+    f->status_dset = H5Dopen2(f->fid, H5S_STATUS_DATASET, H5P_DEFAULT);
+    if (f->status_dset < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: cannot reopen %s", f->path, H5S_STATUS_DATASET);
+    for (size_t i = 0; i < f->nframes; i++) {
+        int rc = h5s_frames_open_swmr(f->frames[i]);
+        if (rc)
+            return rc;
+    }
+    int rc = h5s_queue_init(&f->q, f->opts.queue_bytes, f->opts.nonblocking);
+    if (rc)
+        return rc;
+    int n = f->opts.encode_threads;
+    if (n == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cores > 0 ? (int)cores : 1;
+    }
+    f->encoders = calloc((size_t)n, sizeof *f->encoders);
+    if (!f->encoders)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    for (int i = 0; i < n; i++) {
+        if (pthread_create(&f->encoders[i], NULL, encoder_main, f) != 0)
+            break;
+        f->nencoders++;
+    }
+    if (f->nencoders != n || pthread_create(&f->writer, NULL, writer_main, f) != 0) {
+        h5s_queue_stop_encoders(&f->q);
+        for (int i = 0; i < f->nencoders; i++)
+            pthread_join(f->encoders[i], NULL);
+        f->nencoders = 0;
+        return h5s_error_set(H5S_ENOMEM, "%s: cannot start the writer threads", f->path);
+    }
+    f->started = 1;
+    return 0;
+}
+
+int h5s_file_flush(h5s_file *f)
+{
+    h5s_error_clear();
+    if (!f)
+        return h5s_error_set(H5S_EINVAL, "h5s_file_flush: no file");
+    if (!f->started || atomic_load(&f->closing))
+        return h5s_error_set(H5S_ESTATE, "%s: flush before SWMR started or after close",
+                             f->path);
+    h5s_job *job = calloc(1, sizeof *job);
+    if (!job)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    job->kind = H5S_JOB_FLUSH;
+    uint64_t seq = h5s_queue_submit(&f->q, job);
+    return h5s_queue_wait_done(&f->q, seq);
+}
+
+int h5s_file_stats_get(h5s_file *f, h5s_file_stats *out)
+{
+    if (!f || !out)
+        return h5s_error_set(H5S_EINVAL, "h5s_file_stats_get: NULL argument");
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < f->nframes; i++)
+        out->appended += atomic_load(&f->frames[i]->appended);
+    out->committed = atomic_load(&f->st_committed);
+    out->commits = atomic_load(&f->st_commits);
+    out->bytes_raw = atomic_load(&f->st_bytes_raw);
+    out->bytes_stored = atomic_load(&f->st_bytes_stored);
+    if (f->started) {
+        pthread_mutex_lock(&f->q.mu);
+        out->queue_bytes = f->q.used;
+        out->queue_peak_bytes = f->q.peak;
+        pthread_mutex_unlock(&f->q.mu);
+    }
+    return 0;
+}
+
+int h5s_file_close(h5s_file *f)
+{
+    if (!f)
+        return 0;
+    int rc = 0;
+    if (f->started) {
+        atomic_store(&f->closing, 1);
+        for (size_t i = 0; i < f->nframes; i++)
+            h5s_frames_submit_partial(f->frames[i]);
+        h5s_job *stop = calloc(1, sizeof *stop);
+        if (stop) {
+            stop->kind = H5S_JOB_STOP;
+            h5s_queue_submit(&f->q, stop);
+        } else {
+            h5s_queue_fail(&f->q, H5S_ENOMEM, "out of memory while closing");
+        }
+        /* Encoders drain the FIFO before they stop; the writer ends at STOP. */
+        h5s_queue_stop_encoders(&f->q);
+        for (int i = 0; i < f->nencoders; i++)
+            pthread_join(f->encoders[i], NULL);
+        if (stop)
+            pthread_join(f->writer, NULL);
+        rc = h5s_queue_error(&f->q);
+        h5s_queue_destroy(&f->q);
+    } else {
+        if (f->status_dset >= 0) {
+            write_status(f, H5S_STATE_CLOSED);
+            H5Dclose(f->status_dset);
+        }
+        for (size_t i = 0; i < f->nframes; i++)
+            h5s_frames_close_handles(f->frames[i]);
+        if (f->fid >= 0 && H5Fclose(f->fid) < 0)
+            rc = h5s_error_set_h5(H5S_EIO, "%s: closing the file failed", f->path);
+    }
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", h5s_error_message());
+    for (size_t i = 0; i < f->nframes; i++)
+        h5s_frames_free(f->frames[i]);
+    free(f->frames);
+    free(f->encoders);
+    free(f->path);
+    free(f);
+    if (rc)
+        h5s_error_restore(rc, msg);
+    return rc;
+}

@@ -1,0 +1,62 @@
+/*
+ * h5s_format.h - private: the on-disk layout definitions shared by the writer engine
+ * (h5stream/) and the readers (readers/). docs/format.md is the prose version of this
+ * file; keep them in step.
+ */
+#ifndef H5S_FORMAT_H
+#define H5S_FORMAT_H
+
+#include <hdf5.h>
+#include <stddef.h>
+
+#include "h5s_types.h"
+
+/* Root attributes (written before SWMR starts). */
+#define H5S_ATTR_FORMAT "h5stream_format"                 /* "h5stream" */
+#define H5S_ATTR_FORMAT_VERSION "h5stream_format_version" /* int32 */
+#define H5S_ATTR_CREATOR "creator"                        /* "h5stream 0.1.0" or user's */
+#define H5S_ATTR_MODELS "h5stream_models"                 /* "frames" (comma list) */
+
+/*
+ * Writer status: /h5stream/writer, a one-row compound dataset overwritten in place.
+ * state: 0 = writing (SWMR), 1 = closed cleanly. heartbeat: seconds since the epoch of the
+ * last commit. committed: items committed by the last commit (all datasets together).
+ */
+#define H5S_STATUS_GROUP "/h5stream"
+#define H5S_STATUS_DATASET "/h5stream/writer"
+#define H5S_STATE_WRITING 0
+#define H5S_STATE_CLOSED 1
+
+typedef struct {
+    int32_t state;
+    double heartbeat;
+    uint64_t committed;
+} h5s_status_row;
+
+/* Compound type of h5s_status_row (memory and file layout). Caller closes it. */
+hid_t h5s_format_status_type(void);
+
+/* Default frames dataset (NeXus): data, its hard link, and the NeXus groups. */
+#define H5S_FRAMES_DEFAULT_PATH "/entry/instrument/detector/data"
+#define H5S_FRAMES_NXDATA_LINK "/entry/data/data"
+
+/* Per-frame datasets beside a frames dataset (see h5s_format_sidecar). */
+#define H5S_SIDECAR_FRAME_ID "frame_id"   /* uint64, the commit marker */
+#define H5S_SIDECAR_TIMESTAMP "timestamp" /* float64 seconds since the epoch */
+
+/*
+ * Path of a per-frame dataset named `what` for the frames dataset at data_path:
+ * "GROUP/what" when the data's own name is "data", else "GROUP/NAME_what".
+ * ("/entry/instrument/detector/data", "frame_id") -> "/entry/instrument/detector/frame_id"
+ * ("/cam2/image", "frame_id") -> "/cam2/image_frame_id".
+ * Returns 0, or H5S_EINVAL if the result does not fit in outsize bytes.
+ */
+int h5s_format_sidecar(char *out, size_t outsize, const char *data_path, const char *what);
+
+/* HDF5 little-endian file/memory type for a dtype (a predefined id; do not close). */
+hid_t h5s_format_h5type(h5s_dtype dtype);
+
+/* dtype of an HDF5 type (integer or float, 1-8 bytes), or H5S_DTYPE_INVALID. */
+h5s_dtype h5s_format_dtype_of(hid_t type);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * cli.h - private to tools/: the subcommands of the h5stream command line and the small
+ * helpers they share. The commands use the public headers only.
+ *
+ * Exit status of every command: 0 success, 1 data error (with the item and reason on
+ * stderr), 2 usage error.
+ */
+#ifndef H5S_CLI_H
+#define H5S_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "h5s_types.h"
+
+#define CLI_OK 0
+#define CLI_EDATA 1
+#define CLI_EUSAGE 2
+
+/* Subcommands: argv[0] is the subcommand's own name ("tail"; "frames" for ingest). */
+int cli_ingest(int argc, char **argv);
+int cli_tail(int argc, char **argv);
+int cli_info(int argc, char **argv);
+int cli_recover(int argc, char **argv);
+int cli_bench(int argc, char **argv);
+
+/* Prints "h5stream: " + the formatted message + newline on stderr. */
+void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Prints the last h5s error: "h5stream: WHAT: <short text>: <detail>". */
+void cli_error_h5s(const char *what, int code);
+
+/* Parses "512x512", "16", "4x256x256" (1 to 3 dims, each >= 1). 0 or -1 (message). */
+int cli_parse_shape(const char *s, unsigned *rank, uint64_t dims[3]);
+
+/* Parses a whole unsigned decimal (with optional k/M/G suffix = 10^3/10^6/10^9). */
+int cli_parse_u64(const char *s, uint64_t *out);
+
+/* Parses a finite double. 0 or -1. */
+int cli_parse_double(const char *s, double *out);
+
+/* Seconds since an arbitrary fixed point (CLOCK_MONOTONIC). */
+double cli_now(void);
+
+/* 1 when stderr is a terminal (progress lines are shown only then). */
+int cli_stderr_is_tty(void);
+
+#endif
