@@ -69,9 +69,8 @@ size_t h5s_codec_bound(const h5s_codec *c, size_t nbytes);
  * out_size: bytes written to dst; out_filter_mask: the mask to pass to H5Dwrite_chunk.
  * Returns 0, or H5S_ECODEC with the compressor's status. Thread-safe (no global state).
  */
-int h5s_codec_encode(const h5s_codec *c, size_t typesize, const void *src, size_t nbytes,
-                     void *dst, size_t dstcap, void *scratch, size_t *out_size,
-                     uint32_t *out_filter_mask);
+int h5s_codec_encode(const h5s_codec *c, size_t typesize, const void *src, size_t nbytes, void *dst,
+                     size_t dstcap, void *scratch, size_t *out_size, uint32_t *out_filter_mask);
 
 /*
  * Decodes a chunk produced by h5s_codec_encode (or read with H5Dread_chunk) back to

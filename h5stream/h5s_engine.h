@@ -22,7 +22,7 @@ typedef enum { H5S_JOB_BAND, H5S_JOB_FLUSH, H5S_JOB_STOP } h5s_job_kind;
 /* One encoded chunk, ready for H5Dwrite_chunk. */
 typedef struct {
     hsize_t offset[H5S_DSET_RANK_MAX];
-    void *bytes;   /* owned unless it points into the job's raw band */
+    void *bytes; /* owned unless it points into the job's raw band */
     size_t size;
     uint32_t mask; /* filter mask: bit i set = filter i skipped */
 } h5s_chunk;
@@ -45,9 +45,9 @@ typedef struct h5s_job {
     double *scalars;      /* per frame, nscalars each */
     h5s_chunk *chunks;    /* filled by the encoder */
     size_t nchunks;
-    size_t charged;       /* bytes counted against the queue budget */
-    int status;           /* encoder result */
-    char *errmsg;         /* encoder message when status != 0 */
+    size_t charged; /* bytes counted against the queue budget */
+    int status;     /* encoder result */
+    char *errmsg;   /* encoder message when status != 0 */
 } h5s_job;
 
 /* Bounded queue: byte budget, encoders' FIFO, and the writer's in-order window. */
@@ -112,7 +112,7 @@ struct h5s_frames {
     char ts_path[2 * H5S_NAME_MAX];
     h5s_frames_options opts;
     size_t frame_bytes;
-    size_t band_bytes; /* frames_per_chunk * frame_bytes */
+    size_t band_bytes;     /* frames_per_chunk * frame_bytes */
     unsigned char fill[8]; /* one element of the fill value */
     h5s_scalar scalars[H5S_MAX_SCALARS];
     unsigned nscalars;
@@ -134,6 +134,8 @@ struct h5s_frames {
     double *p_stamps;
     double *p_scalars;
     size_t p_cap;
+    uint64_t chunk_writes;
+    uint64_t break_after; /* test seam: see h5s_frames_test_break_after */
 };
 
 struct h5s_file {
@@ -174,6 +176,13 @@ int h5s_frames_write_band(struct h5s_frames *fr, h5s_job *job);
 int h5s_frames_commit_payload(struct h5s_frames *fr);
 int h5s_frames_commit_marker(struct h5s_frames *fr);
 void h5s_job_free(h5s_job *job);
+
+/*
+ * Test seam: after `chunks` more chunk writes, the writer hands HDF5 an invalid dataset
+ * id, so the real failure path (HDF5 error, kept error, message) runs. 0 turns it off.
+ * Call before h5s_file_start_swmr.
+ */
+void h5s_frames_test_break_after(h5s_frames *fr, uint64_t chunks);
 
 /* Small HDF5 helpers shared by the engine's files. */
 int h5s_attr_string(hid_t obj, const char *name, const char *value);

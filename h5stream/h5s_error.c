@@ -13,8 +13,8 @@ static _Thread_local char tls_message[H5S_MSG_MAX];
 const char *h5s_strerror(int code)
 {
     switch (code) {
-#define H5S_X_CASE(name, value, text)                                                          \
-    case value:                                                                                \
+#define H5S_X_CASE(name, value, text)                                                              \
+    case value:                                                                                    \
         return text;
         H5S_ERROR_TABLE(H5S_X_CASE)
 #undef H5S_X_CASE

@@ -84,8 +84,7 @@ static int create_status(h5s_file *f)
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_layout(dcpl, H5D_CONTIGUOUS);
     H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
-    f->status_dset = H5Dcreate2(f->fid, H5S_STATUS_DATASET, type, space, lcpl, dcpl,
-                                H5P_DEFAULT);
+    f->status_dset = H5Dcreate2(f->fid, H5S_STATUS_DATASET, type, space, lcpl, dcpl, H5P_DEFAULT);
     H5Pclose(dcpl);
     H5Sclose(space);
     H5Tclose(type);
@@ -126,8 +125,8 @@ int h5s_file_create(h5s_file **out, const char *path, const h5s_file_options *op
     if (opts)
         o = *opts;
     if (o.version != H5S_FILE_OPTIONS_VERSION)
-        return h5s_error_set(H5S_EINVAL, "%s: options version %u, expected %u", path,
-                             o.version, H5S_FILE_OPTIONS_VERSION);
+        return h5s_error_set(H5S_EINVAL, "%s: options version %u, expected %u", path, o.version,
+                             H5S_FILE_OPTIONS_VERSION);
     if (o.queue_bytes < ((size_t)1 << 20))
         return h5s_error_set(H5S_EINVAL, "%s: queue budget %zu bytes is below 1 MiB", path,
                              o.queue_bytes);
@@ -333,8 +332,8 @@ static int writer_batch(h5s_file *f, h5s_job **batch, size_t n, uint64_t *since_
             want_commit = 1;
     }
     if (!failed && (want_commit || stop)) {
-        int fflush = want_commit == 2 || stop ||
-                     h5s_mono_now() - f->last_fflush >= H5S_FFLUSH_INTERVAL;
+        int fflush =
+            want_commit == 2 || stop || h5s_mono_now() - f->last_fflush >= H5S_FFLUSH_INTERVAL;
         if (commit(f, fflush) != 0)
             writer_fail(f, H5S_EIO);
         *since_commit = 0;
@@ -470,8 +469,7 @@ int h5s_file_flush(h5s_file *f)
     if (!f)
         return h5s_error_set(H5S_EINVAL, "h5s_file_flush: no file");
     if (!f->started || atomic_load(&f->closing))
-        return h5s_error_set(H5S_ESTATE, "%s: flush before SWMR started or after close",
-                             f->path);
+        return h5s_error_set(H5S_ESTATE, "%s: flush before SWMR started or after close", f->path);
     h5s_job *job = calloc(1, sizeof *job);
     if (!job)
         return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);

@@ -98,8 +98,7 @@ static int check_options(const h5s_frames_options *o, const char *where)
     if (h5s_dtype_size(o->dtype) == 0)
         return h5s_error_set(H5S_EINVAL, "%s: invalid dtype %d", where, (int)o->dtype);
     if (o->rank < 1 || o->rank > 3)
-        return h5s_error_set(H5S_EINVAL, "%s: frame rank %u (expected 1 to 3)", where,
-                             o->rank);
+        return h5s_error_set(H5S_EINVAL, "%s: frame rank %u (expected 1 to 3)", where, o->rank);
     int tiled = 0;
     for (unsigned i = 0; i < o->rank; i++) {
         if (o->dims[i] == 0)
@@ -109,9 +108,8 @@ static int check_options(const h5s_frames_options *o, const char *where)
     for (unsigned i = 0; tiled && i < o->rank; i++)
         if (o->tile[i] == 0 || o->tile[i] > o->dims[i])
             return h5s_error_set(H5S_EINVAL,
-                                 "%s: tile axis %u is %llu (expected 1 to the frame's %llu)",
-                                 where, i, (unsigned long long)o->tile[i],
-                                 (unsigned long long)o->dims[i]);
+                                 "%s: tile axis %u is %llu (expected 1 to the frame's %llu)", where,
+                                 i, (unsigned long long)o->tile[i], (unsigned long long)o->dims[i]);
     if (o->frames_per_chunk == 0)
         return h5s_error_set(H5S_EINVAL, "%s: frames_per_chunk is 0", where);
     if (!isfinite(o->fill_value))
@@ -147,8 +145,8 @@ static int layout(h5s_frames *fr)
     double fill = o->fill_value;
     memcpy(fr->fill, &fill, sizeof fill);
     /* HDF5's own conversion, so padding equals the dataset's fill value exactly. */
-    if (H5Tconvert(H5T_NATIVE_DOUBLE, h5s_format_h5type(o->dtype), 1, fr->fill, NULL,
-                   H5P_DEFAULT) < 0)
+    if (H5Tconvert(H5T_NATIVE_DOUBLE, h5s_format_h5type(o->dtype), 1, fr->fill, NULL, H5P_DEFAULT) <
+        0)
         return h5s_error_set_h5(H5S_EINVAL, "%s: fill value %g does not convert to %s",
                                 file_path(fr), fill, h5s_dtype_name(o->dtype));
     return 0;
@@ -174,8 +172,8 @@ static int create_data_dataset(h5s_frames *fr)
     hid_t space = H5Screate_simple(rank, dims, maxdims);
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t d = H5Dcreate2(fid, fr->path, h5s_format_h5type(o->dtype), space, lcpl, dcpl,
-                         H5P_DEFAULT);
+    hid_t d =
+        H5Dcreate2(fid, fr->path, h5s_format_h5type(o->dtype), space, lcpl, dcpl, H5P_DEFAULT);
     H5Pclose(lcpl);
     H5Sclose(space);
     H5Pclose(dcpl);
@@ -198,8 +196,9 @@ int h5s_frames_create(h5s_frames **out, h5s_file *file, const char *path,
     int nexus = path == NULL;
     const char *p = nexus ? H5S_FRAMES_DEFAULT_PATH : path;
     if (p[0] != '/' || strlen(p) >= H5S_NAME_MAX || p[strlen(p) - 1] == '/')
-        return h5s_error_set(H5S_EINVAL, "%s: dataset path '%s' must be absolute, shorter "
-                                         "than %d bytes",
+        return h5s_error_set(H5S_EINVAL,
+                             "%s: dataset path '%s' must be absolute, shorter "
+                             "than %d bytes",
                              file->path, p, H5S_NAME_MAX);
     int rc = check_options(opts, file->path);
     if (rc)
@@ -223,8 +222,8 @@ int h5s_frames_create(h5s_frames **out, h5s_file *file, const char *path,
     if (h5s_path_exists(file->fid, p) || h5s_path_exists(file->fid, fr->id_path) ||
         h5s_path_exists(file->fid, fr->ts_path) ||
         (nexus && h5s_path_exists(file->fid, H5S_FRAMES_NXDATA_LINK))) {
-        rc = h5s_error_set(H5S_EINVAL, "%s: %s or its per-frame datasets already exist",
-                           file->path, p);
+        rc = h5s_error_set(H5S_EINVAL, "%s: %s or its per-frame datasets already exist", file->path,
+                           p);
         goto fail;
     }
     if (nexus && create_nexus_groups(file->fid) < 0) {
@@ -235,8 +234,8 @@ int h5s_frames_create(h5s_frames **out, h5s_file *file, const char *path,
         goto fail;
     if (create_meta_dataset(file->fid, fr->id_path, H5T_STD_U64LE) < 0 ||
         create_meta_dataset(file->fid, fr->ts_path, H5T_IEEE_F64LE) < 0) {
-        rc = h5s_error_set_h5(H5S_EIO, "%s: cannot create the per-frame datasets of %s",
-                              file->path, p);
+        rc = h5s_error_set_h5(H5S_EIO, "%s: cannot create the per-frame datasets of %s", file->path,
+                              p);
         goto fail;
     }
     if (nexus && (rc = h5s_file_link(file, H5S_FRAMES_NXDATA_LINK, p)) != 0)
@@ -264,8 +263,8 @@ int h5s_frames_add_scalar(h5s_frames *fr, const char *name, h5s_dtype dtype)
                              "%s: per-frame value name '%s' is empty, reserved or has a '/'",
                              file_path(fr), name);
     if (h5s_dtype_size(dtype) == 0)
-        return h5s_error_set(H5S_EINVAL, "%s: per-frame value '%s': invalid dtype",
-                             file_path(fr), name);
+        return h5s_error_set(H5S_EINVAL, "%s: per-frame value '%s': invalid dtype", file_path(fr),
+                             name);
     if (fr->nscalars == H5S_MAX_SCALARS)
         return h5s_error_set(H5S_EINVAL, "%s: more than %d per-frame values", file_path(fr),
                              H5S_MAX_SCALARS);
@@ -297,8 +296,8 @@ int h5s_frames_open_swmr(h5s_frames *fr)
         ok = ok && fr->scalars[i].dset >= 0;
     }
     if (!ok)
-        return h5s_error_set_h5(H5S_EIO, "%s: cannot reopen %s after starting SWMR",
-                                file_path(fr), fr->path);
+        return h5s_error_set_h5(H5S_EIO, "%s: cannot reopen %s after starting SWMR", file_path(fr),
+                                fr->path);
     return 0;
 }
 
@@ -386,8 +385,7 @@ static void pad_band(h5s_frames *fr, h5s_job *j)
         memcpy(p, fr->fill, esize);
 }
 
-int h5s_frames_append(h5s_frames *fr, const void *data, size_t nbytes,
-                      const h5s_frame_meta *meta)
+int h5s_frames_append(h5s_frames *fr, const void *data, size_t nbytes, const h5s_frame_meta *meta)
 {
     h5s_error_clear();
     if (!fr || !data)
@@ -397,9 +395,8 @@ int h5s_frames_append(h5s_frames *fr, const void *data, size_t nbytes,
         return h5s_error_set(H5S_ESTATE, "%s: %s: append before SWMR started or after close",
                              f->path, fr->path);
     if (nbytes != fr->frame_bytes)
-        return h5s_error_set(H5S_EINVAL, "%s: %s: frame %llu has %zu bytes, expected %zu",
-                             f->path, fr->path,
-                             (unsigned long long)atomic_load(&fr->appended), nbytes,
+        return h5s_error_set(H5S_EINVAL, "%s: %s: frame %llu has %zu bytes, expected %zu", f->path,
+                             fr->path, (unsigned long long)atomic_load(&fr->appended), nbytes,
                              fr->frame_bytes);
     int rc = h5s_queue_error(&f->q);
     if (rc)
@@ -410,8 +407,8 @@ int h5s_frames_append(h5s_frames *fr, const void *data, size_t nbytes,
         rc = h5s_queue_reserve(&f->q, fr->band_bytes);
         if (rc == 0 && !(fr->band = band_new(fr, index))) {
             h5s_queue_release(&f->q, fr->band_bytes);
-            rc = h5s_error_set(H5S_ENOMEM, "%s: %s: out of memory at frame %llu", f->path,
-                               fr->path, (unsigned long long)index);
+            rc = h5s_error_set(H5S_ENOMEM, "%s: %s: out of memory at frame %llu", f->path, fr->path,
+                               (unsigned long long)index);
         }
         if (rc) {
             pthread_mutex_unlock(&fr->mu);
@@ -424,8 +421,7 @@ int h5s_frames_append(h5s_frames *fr, const void *data, size_t nbytes,
     j->ids[i] = meta && meta->has_frame_id ? meta->frame_id : index;
     j->stamps[i] = meta && meta->has_timestamp ? meta->timestamp : wall_now();
     if (fr->nscalars && meta && meta->scalars)
-        memcpy(j->scalars + (size_t)i * fr->nscalars, meta->scalars,
-               fr->nscalars * sizeof(double));
+        memcpy(j->scalars + (size_t)i * fr->nscalars, meta->scalars, fr->nscalars * sizeof(double));
     j->nframes++;
     atomic_store(&fr->appended, index + 1);
     if (j->nframes == fr->opts.frames_per_chunk) {
@@ -474,8 +470,7 @@ static void gather_tile(const h5s_frames *fr, const h5s_job *j, const uint64_t t
             for (uint64_t b = 0; b < c[1]; b++) {
                 uint64_t n = (o0 + a < v[0] && o1 + b < v[1]) ? row : 0;
                 if (n)
-                    memcpy(dst, frame + (((o0 + a) * v[1] + (o1 + b)) * v[2] + o2) * es,
-                           n * es);
+                    memcpy(dst, frame + (((o0 + a) * v[1] + (o1 + b)) * v[2] + o2) * es, n * es);
                 for (uint64_t e = n; e < c[2]; e++)
                     memcpy(dst + e * es, fr->fill, es);
                 dst += c[2] * es;
@@ -493,8 +488,8 @@ int h5s_frames_encode(h5s_job *j, unsigned char *gather, unsigned char *scratch)
     int whole = ntiles == 1; /* one tile covers the frame: the band is the chunk */
     j->chunks = calloc(ntiles, sizeof *j->chunks);
     if (!j->chunks)
-        return h5s_error_set(H5S_ENOMEM, "%s: %s: out of memory encoding frame %llu",
-                             file_path(fr), fr->path, (unsigned long long)j->first_frame);
+        return h5s_error_set(H5S_ENOMEM, "%s: %s: out of memory encoding frame %llu", file_path(fr),
+                             fr->path, (unsigned long long)j->first_frame);
     size_t bound = h5s_codec_bound(&o->codec, fr->chunk_bytes);
     uint64_t t[3];
     for (t[0] = 0; t[0] < fr->tiles[0]; t[0]++) {
@@ -523,8 +518,7 @@ int h5s_frames_encode(h5s_job *j, unsigned char *gather, unsigned char *scratch)
                                           scratch, &ch->size, &ch->mask);
                 if (rc)
                     return h5s_error_set(rc, "%s: %s: frame %llu: %s", file_path(fr), fr->path,
-                                         (unsigned long long)j->first_frame,
-                                         h5s_error_message());
+                                         (unsigned long long)j->first_frame, h5s_error_message());
                 if (ch->size < bound) {
                     void *shrunk = realloc(ch->bytes, ch->size ? ch->size : 1);
                     if (shrunk)
@@ -583,22 +577,29 @@ static int reserve_pending(h5s_frames *fr, size_t n)
     return 0;
 }
 
+void h5s_frames_test_break_after(h5s_frames *fr, uint64_t chunks)
+{
+    fr->break_after = chunks;
+}
+
 int h5s_frames_write_band(h5s_frames *fr, h5s_job *j)
 {
     h5s_file *f = fr->file;
     for (size_t c = 0; c < j->nchunks; c++) {
         h5s_chunk *ch = &j->chunks[c];
-        if (H5Dwrite_chunk(fr->dset, H5P_DEFAULT, ch->mask, ch->offset, ch->size, ch->bytes) <
-            0)
-            return h5s_error_set_h5(H5S_EIO, "%s: %s: frame %llu: cannot write chunk %zu",
-                                    f->path, fr->path, (unsigned long long)j->first_frame, c);
+        hid_t dset = fr->dset;
+        if (fr->break_after && ++fr->chunk_writes > fr->break_after)
+            dset = H5I_INVALID_HID;
+        if (H5Dwrite_chunk(dset, H5P_DEFAULT, ch->mask, ch->offset, ch->size, ch->bytes) < 0)
+            return h5s_error_set_h5(H5S_EIO, "%s: %s: frame %llu: cannot write chunk %zu", f->path,
+                                    fr->path, (unsigned long long)j->first_frame, c);
         atomic_fetch_add(&f->st_bytes_stored, ch->size);
     }
     atomic_fetch_add(&f->st_bytes_raw, (uint64_t)j->nframes * fr->frame_bytes);
     size_t at = (size_t)(fr->written - fr->committed);
     if (reserve_pending(fr, at + j->nframes) < 0)
-        return h5s_error_set(H5S_ENOMEM, "%s: %s: out of memory at frame %llu", f->path,
-                             fr->path, (unsigned long long)j->first_frame);
+        return h5s_error_set(H5S_ENOMEM, "%s: %s: out of memory at frame %llu", f->path, fr->path,
+                             (unsigned long long)j->first_frame);
     memcpy(fr->p_ids + at, j->ids, j->nframes * sizeof *j->ids);
     memcpy(fr->p_stamps + at, j->stamps, j->nframes * sizeof *j->stamps);
     if (fr->nscalars)
@@ -618,8 +619,7 @@ static int write_meta(hid_t dset, hid_t memtype, uint64_t end, uint64_t n, const
     hid_t fspace = H5Dget_space(dset);
     H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL);
     /* Values may be interleaved (per-frame scalars): select every stride-th element. */
-    hsize_t mdim = n * (stride_bytes / elem_bytes), mstart = 0,
-            mstride = stride_bytes / elem_bytes;
+    hsize_t mdim = n * (stride_bytes / elem_bytes), mstart = 0, mstride = stride_bytes / elem_bytes;
     hid_t mspace = H5Screate_simple(1, &mdim, NULL);
     H5Sselect_hyperslab(mspace, H5S_SELECT_SET, &mstart, &mstride, &count, NULL);
     herr_t st = H5Dwrite(dset, memtype, mspace, fspace, H5P_DEFAULT, values);
@@ -633,13 +633,12 @@ int h5s_frames_commit_payload(h5s_frames *fr)
     uint64_t n = fr->written - fr->committed;
     const char *bad = NULL;
     if (n > 0) {
-        if (write_meta(fr->ts_dset, H5T_NATIVE_DOUBLE, fr->written, n, fr->p_stamps,
-                       sizeof(double), sizeof(double)) < 0)
+        if (write_meta(fr->ts_dset, H5T_NATIVE_DOUBLE, fr->written, n, fr->p_stamps, sizeof(double),
+                       sizeof(double)) < 0)
             bad = fr->ts_path;
         for (unsigned s = 0; !bad && s < fr->nscalars; s++)
             if (write_meta(fr->scalars[s].dset, H5T_NATIVE_DOUBLE, fr->written, n,
-                           fr->p_scalars + s, fr->nscalars * sizeof(double),
-                           sizeof(double)) < 0)
+                           fr->p_scalars + s, fr->nscalars * sizeof(double), sizeof(double)) < 0)
                 bad = fr->scalars[s].path;
     }
     if (!bad && H5Dflush(fr->dset) < 0)
@@ -661,8 +660,8 @@ int h5s_frames_commit_marker(h5s_frames *fr)
     uint64_t n = fr->written - fr->committed;
     if (n == 0)
         return 0;
-    if (write_meta(fr->id_dset, H5T_NATIVE_UINT64, fr->written, n, fr->p_ids,
-                   sizeof(uint64_t), sizeof(uint64_t)) < 0 ||
+    if (write_meta(fr->id_dset, H5T_NATIVE_UINT64, fr->written, n, fr->p_ids, sizeof(uint64_t),
+                   sizeof(uint64_t)) < 0 ||
         H5Dflush(fr->id_dset) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s: commit of frames %llu to %llu failed",
                                 file_path(fr), fr->id_path, (unsigned long long)fr->committed,

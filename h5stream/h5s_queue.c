@@ -71,8 +71,7 @@ int h5s_queue_reserve(h5s_queue *q, size_t bytes)
     /* A job larger than the whole budget still goes through once the queue is empty. */
     while (rc == 0 && q->used > 0 && q->used + bytes > q->cap) {
         if (q->nonblocking) {
-            rc = h5s_error_set(H5S_EAGAIN, "queue full: %zu of %zu bytes in use", q->used,
-                               q->cap);
+            rc = h5s_error_set(H5S_EAGAIN, "queue full: %zu of %zu bytes in use", q->used, q->cap);
             break;
         }
         pthread_cond_wait(&q->cv_budget, &q->mu);

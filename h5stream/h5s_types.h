@@ -29,17 +29,17 @@ extern "C" {
  * message of the last failure of the calling thread is h5s_error_message().
  * X(name, value, short text)
  */
-#define H5S_ERROR_TABLE(X)                                                                    \
-    X(H5S_OK, 0, "success")                                                                    \
-    X(H5S_EINVAL, -1, "invalid argument")                                                      \
-    X(H5S_ENOMEM, -2, "out of memory")                                                         \
-    X(H5S_EAGAIN, -3, "try again: queue full or nothing new yet")                              \
-    X(H5S_EIO, -4, "I/O error")                                                                \
-    X(H5S_EFORMAT, -5, "file or data is not in the expected format")                           \
-    X(H5S_ENOTFOUND, -6, "not found")                                                          \
-    X(H5S_ESTATE, -7, "call not allowed in the current state")                                 \
-    X(H5S_ETIMEDOUT, -8, "timed out")                                                          \
-    X(H5S_ECODEC, -9, "codec error")                                                           \
+#define H5S_ERROR_TABLE(X)                                                                         \
+    X(H5S_OK, 0, "success")                                                                        \
+    X(H5S_EINVAL, -1, "invalid argument")                                                          \
+    X(H5S_ENOMEM, -2, "out of memory")                                                             \
+    X(H5S_EAGAIN, -3, "try again: queue full or nothing new yet")                                  \
+    X(H5S_EIO, -4, "I/O error")                                                                    \
+    X(H5S_EFORMAT, -5, "file or data is not in the expected format")                               \
+    X(H5S_ENOTFOUND, -6, "not found")                                                              \
+    X(H5S_ESTATE, -7, "call not allowed in the current state")                                     \
+    X(H5S_ETIMEDOUT, -8, "timed out")                                                              \
+    X(H5S_ECODEC, -9, "codec error")                                                               \
     X(H5S_ERANGE, -10, "index out of range")
 
 typedef enum {
@@ -119,7 +119,10 @@ typedef struct {
 } h5s_codec;
 
 /* No compression. */
-#define H5S_CODEC_INIT {H5S_CODEC_NONE, 0, H5S_SHUFFLE_NONE, H5S_BLOSC_LZ4}
+#define H5S_CODEC_INIT                                                                             \
+    {                                                                                              \
+        H5S_CODEC_NONE, 0, H5S_SHUFFLE_NONE, H5S_BLOSC_LZ4                                         \
+    }
 
 #ifdef __cplusplus
 }

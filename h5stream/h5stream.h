@@ -66,8 +66,10 @@ typedef struct {
     const char *creator;  /* root attribute "creator"; NULL = "h5stream VERSION" */
 } h5s_file_options;
 
-#define H5S_FILE_OPTIONS_INIT                                                                  \
-    {H5S_FILE_OPTIONS_VERSION, (size_t)256 << 20, 0, 0, 0, 1000, H5S_LOCKING_ENV, NULL}
+#define H5S_FILE_OPTIONS_INIT                                                                      \
+    {                                                                                              \
+        H5S_FILE_OPTIONS_VERSION, (size_t)256 << 20, 0, 0, 0, 1000, H5S_LOCKING_ENV, NULL          \
+    }
 
 /*
  * Creates (or truncates) the HDF5 file at path with libver bounds LATEST/LATEST and
@@ -95,8 +97,10 @@ typedef struct {
     double fill_value;         /* HDF5 fill value, cast to dtype; pads partial chunks */
 } h5s_frames_options;
 
-#define H5S_FRAMES_OPTIONS_INIT                                                                \
-    {H5S_FRAMES_OPTIONS_VERSION, H5S_UINT16, 2, {0, 0, 0}, {0, 0, 0}, 1, H5S_CODEC_INIT, 0.0}
+#define H5S_FRAMES_OPTIONS_INIT                                                                    \
+    {                                                                                              \
+        H5S_FRAMES_OPTIONS_VERSION, H5S_UINT16, 2, {0, 0, 0}, {0, 0, 0}, 1, H5S_CODEC_INIT, 0.0    \
+    }
 
 /*
  * Declares a streaming frames dataset: [N, dims...] unlimited along N, chunked
@@ -141,11 +145,11 @@ int h5s_file_start_swmr(h5s_file *file);
 
 /* Per-frame metadata for h5s_frames_append; all fields optional. */
 typedef struct {
-    int has_frame_id;       /* 0: frame_id = index of the frame in this dataset (0-based) */
-    uint64_t frame_id;      /* the detector's frame number (areaDetector's uniqueId) */
-    int has_timestamp;      /* 0: the wall-clock time of the append call */
-    double timestamp;       /* seconds since the epoch */
-    const double *scalars;  /* one per declared scalar, declaration order; NULL = zeros */
+    int has_frame_id;      /* 0: frame_id = index of the frame in this dataset (0-based) */
+    uint64_t frame_id;     /* the detector's frame number (areaDetector's uniqueId) */
+    int has_timestamp;     /* 0: the wall-clock time of the append call */
+    double timestamp;      /* seconds since the epoch */
+    const double *scalars; /* one per declared scalar, declaration order; NULL = zeros */
 } h5s_frame_meta;
 
 /*
@@ -204,11 +208,11 @@ const char *h5s_file_path(const h5s_file *file);
 
 /* What h5s_recover found and did. */
 typedef struct {
-    int was_open;         /* the superblock still said "open for SWMR write" */
-    uint64_t datasets;    /* frames datasets found (those with a frame_id beside them) */
-    uint64_t committed;   /* frames covered by the commit markers, all datasets */
-    uint64_t dropped;     /* frames past a commit marker, trimmed from the payload */
-    uint64_t unreadable;  /* committed frames whose chunks failed to decode (kept) */
+    int was_open;              /* the superblock still said "open for SWMR write" */
+    uint64_t datasets;         /* frames datasets found (those with a frame_id beside them) */
+    uint64_t committed;        /* frames covered by the commit markers, all datasets */
+    uint64_t dropped;          /* frames past a commit marker, trimmed from the payload */
+    uint64_t unreadable;       /* committed frames whose chunks failed to decode (kept) */
     uint64_t first_unreadable; /* index of the first of those, if any */
 } h5s_recover_report;
 

@@ -29,7 +29,10 @@ typedef struct {
     unsigned poll_ms;    /* retry and poll interval (milliseconds) */
 } h5s_reader_options;
 
-#define H5S_READER_OPTIONS_INIT {H5S_READER_OPTIONS_VERSION, 0, 100}
+#define H5S_READER_OPTIONS_INIT                                                                    \
+    {                                                                                              \
+        H5S_READER_OPTIONS_VERSION, 0, 100                                                         \
+    }
 
 /* State of the writer as the file's status dataset (/h5stream/writer) says. */
 typedef enum {

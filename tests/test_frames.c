@@ -1,0 +1,459 @@
+/* test_frames.c - the frames model through the whole engine: bytes written are the bytes
+ * HDF5 reads back, for every dtype, rank, tiling, band size and codec family; producers on
+ * many threads; back-pressure; flush policy; writer errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <hdf5.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "h5s_codec.h"
+#include "h5s_engine.h"
+#include "h5s_format.h"
+#include "h5stream.h"
+
+static char path[512];
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *dir = getenv("H5S_TEST_TMP");
+    snprintf(path, sizeof path, "%s/test_frames_%d.h5", dir ? dir : "/tmp", (int)getpid());
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(path);
+    return 0;
+}
+
+/* The sim:ramp pattern of docs/cli.md: element p of frame i. */
+static void ramp(h5s_dtype dtype, uint64_t i, size_t nelem, void *out)
+{
+    size_t es = h5s_dtype_size(dtype);
+    for (size_t p = 0; p < nelem; p++) {
+        uint64_t v = i * 7919 + p;
+        unsigned char *dst = (unsigned char *)out + p * es;
+        if (dtype == H5S_FLOAT32) {
+            float x = (float)(v % 65536);
+            memcpy(dst, &x, 4);
+        } else if (dtype == H5S_FLOAT64) {
+            double x = (double)(v % 65536);
+            memcpy(dst, &x, 8);
+        } else {
+            memcpy(dst, &v, es); /* little-endian: the low bytes */
+        }
+    }
+}
+
+static size_t nelem_of(const h5s_frames_options *o)
+{
+    size_t n = 1;
+    for (unsigned i = 0; i < o->rank; i++)
+        n *= o->dims[i];
+    return n;
+}
+
+/* Writes n ramp frames with the given options and checks HDF5 reads them back exactly,
+ * with exact extents and frame ids. */
+static void round_trip(const h5s_frames_options *o, uint64_t n, int encode_threads)
+{
+    h5s_file *f;
+    h5s_frames *fr;
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+    fo.encode_threads = encode_threads;
+    assert_int_equal(h5s_file_create(&f, path, &fo), 0);
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, o), 0);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    size_t es = h5s_dtype_size(o->dtype), ne = nelem_of(o);
+    unsigned char *buf = malloc(ne * es), *back = malloc(ne * es);
+    for (uint64_t i = 0; i < n; i++) {
+        ramp(o->dtype, i, ne, buf);
+        assert_int_equal(h5s_frames_append(fr, buf, ne * es, NULL), 0);
+    }
+    assert_int_equal(h5s_frames_count(fr), n);
+    assert_int_equal(h5s_file_close(f), 0);
+
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(fid >= 0);
+    hid_t d = H5Dopen2(fid, H5S_FRAMES_DEFAULT_PATH, H5P_DEFAULT);
+    hid_t fspace = H5Dget_space(d);
+    hsize_t dims[4];
+    assert_int_equal(H5Sget_simple_extent_dims(fspace, dims, NULL), (int)o->rank + 1);
+    assert_int_equal(dims[0], n);
+    hsize_t start[4] = {0}, count[4] = {1};
+    for (unsigned a = 0; a < o->rank; a++)
+        count[1 + a] = o->dims[a];
+    hid_t mspace = H5Screate_simple((int)o->rank + 1, count, NULL);
+    for (uint64_t i = 0; i < n; i++) {
+        start[0] = i;
+        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+        assert_true(H5Dread(d, h5s_format_h5type(o->dtype), mspace, fspace, H5P_DEFAULT, back) >=
+                    0);
+        ramp(o->dtype, i, ne, buf);
+        if (memcmp(buf, back, ne * es) != 0)
+            fail_msg("frame %llu differs (%s, rank %u)", (unsigned long long)i,
+                     h5s_dtype_name(o->dtype), o->rank);
+    }
+    H5Sclose(mspace);
+    H5Sclose(fspace);
+    H5Dclose(d);
+    hid_t ids = H5Dopen2(fid, "/entry/instrument/detector/frame_id", H5P_DEFAULT);
+    hid_t ispace = H5Dget_space(ids);
+    hsize_t nid;
+    H5Sget_simple_extent_dims(ispace, &nid, NULL);
+    assert_int_equal(nid, n);
+    uint64_t *idv = malloc((n ? n : 1) * sizeof *idv);
+    assert_true(H5Dread(ids, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, idv) >= 0);
+    for (uint64_t i = 0; i < n; i++)
+        assert_int_equal(idv[i], i);
+    free(idv);
+    H5Sclose(ispace);
+    H5Dclose(ids);
+    H5Fclose(fid);
+    free(buf);
+    free(back);
+}
+
+static void test_frames__every_dtype_round_trips(void **state)
+{
+    (void)state;
+    const h5s_dtype all[] = {H5S_INT8,   H5S_UINT8, H5S_INT16,  H5S_UINT16,  H5S_INT32,
+                             H5S_UINT32, H5S_INT64, H5S_UINT64, H5S_FLOAT32, H5S_FLOAT64};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+        o.dtype = all[i];
+        o.dims[0] = 17;
+        o.dims[1] = 23;
+        assert_int_equal(h5s_codec_parse(&o.codec, "blosc:lz4:5:shuffle"), 0);
+        round_trip(&o, 12, 2);
+    }
+}
+
+static void test_frames__ranks_tiles_and_bands(void **state)
+{
+    (void)state;
+    struct {
+        unsigned rank;
+        uint64_t dims[3], tile[3];
+        uint32_t k;
+        const char *codec;
+        uint64_t n;
+    } cases[] = {
+        {1, {1000}, {0}, 1, "none", 10},
+        {1, {1000}, {300}, 8, "deflate:3:shuffle", 21}, /* edge tile, partial band */
+        {2, {100, 130}, {32, 50}, 1, "none", 9},        /* tiles, no compression */
+        {2, {100, 130}, {32, 50}, 7, "blosc:zstd:3:bitshuffle", 20},
+        {2, {64, 64}, {0}, 5, "none", 5},      /* exactly one full band */
+        {2, {64, 64}, {0}, 5, "deflate:1", 0}, /* nothing appended */
+        {3, {4, 20, 30}, {0}, 1, "blosc:blosclz:9:shuffle", 6},
+        {3, {4, 20, 30}, {3, 7, 11}, 3, "blosc:lz4hc:1:noshuffle", 10},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+        o.rank = cases[c].rank;
+        memcpy(o.dims, cases[c].dims, sizeof o.dims);
+        memcpy(o.tile, cases[c].tile, sizeof o.tile);
+        o.frames_per_chunk = cases[c].k;
+        assert_int_equal(h5s_codec_parse(&o.codec, cases[c].codec), 0);
+        round_trip(&o, cases[c].n, 1);
+    }
+}
+
+static void test_frames__partial_band_is_padded_with_the_fill_value(void **state)
+{
+    (void)state;
+    h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+    o.dims[0] = 4;
+    o.dims[1] = 4;
+    o.frames_per_chunk = 4;
+    o.fill_value = 7;
+    round_trip(&o, 6, 1);
+    /* The last chunk holds frames 4 and 5 and two frames of padding, all 7s. */
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(fid, H5S_FRAMES_DEFAULT_PATH, H5P_DEFAULT);
+    hsize_t off[3] = {4, 0, 0};
+    uint16_t chunk[4 * 16];
+    uint32_t mask = 99;
+    assert_true(H5Dread_chunk(d, H5P_DEFAULT, off, &mask, chunk) >= 0);
+    assert_int_equal(mask, 0);
+    for (int p = 32; p < 64; p++)
+        assert_int_equal(chunk[p], 7);
+    assert_int_equal(chunk[0], (uint16_t)(4 * 7919));
+    double fill = 0;
+    hid_t dcpl = H5Dget_create_plist(d);
+    H5Pget_fill_value(dcpl, H5T_NATIVE_DOUBLE, &fill);
+    assert_true(fill == 7.0);
+    H5Pclose(dcpl);
+    H5Dclose(d);
+    H5Fclose(fid);
+}
+
+typedef struct {
+    h5s_frames *fr;
+    unsigned thread;
+    unsigned n;
+    int rc;
+} producer;
+
+/* Each frame says which thread sent it and its number there, in every element, and
+ * carries frame_id = thread * 1e6 + number. */
+static void *produce(void *arg)
+{
+    producer *p = arg;
+    uint32_t frame[32 * 32];
+    for (unsigned i = 0; i < p->n && p->rc == 0; i++) {
+        for (size_t e = 0; e < 32 * 32; e++)
+            frame[e] = p->thread * 1000000u + i;
+        h5s_frame_meta m = {1, p->thread * 1000000u + i, 1, (double)i, NULL};
+        p->rc = h5s_frames_append(p->fr, frame, sizeof frame, &m);
+    }
+    return NULL;
+}
+
+static void test_frames__many_producer_threads(void **state)
+{
+    (void)state;
+    enum { THREADS = 4, EACH = 300 };
+    h5s_file *f;
+    h5s_frames *fr;
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+    fo.queue_bytes = 1 << 20; /* small: producers will block on the budget */
+    fo.flush_every = 50;
+    assert_int_equal(h5s_file_create(&f, path, &fo), 0);
+    h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+    o.dtype = H5S_UINT32;
+    o.dims[0] = o.dims[1] = 32;
+    o.frames_per_chunk = 3;
+    assert_int_equal(h5s_codec_parse(&o.codec, "deflate:1"), 0);
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), 0);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    producer p[THREADS];
+    pthread_t t[THREADS];
+    for (unsigned i = 0; i < THREADS; i++) {
+        p[i] = (producer){fr, i + 1, EACH, 0};
+        pthread_create(&t[i], NULL, produce, &p[i]);
+    }
+    for (unsigned i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(p[i].rc, 0);
+    }
+    h5s_file_stats st;
+    assert_int_equal(h5s_file_stats_get(f, &st), 0);
+    assert_int_equal(st.appended, THREADS * EACH);
+    assert_true(st.queue_peak_bytes <= fo.queue_bytes);
+    assert_int_equal(h5s_file_close(f), 0);
+
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(fid, H5S_FRAMES_DEFAULT_PATH, H5P_DEFAULT);
+    hid_t ids = H5Dopen2(fid, "/entry/instrument/detector/frame_id", H5P_DEFAULT);
+    uint32_t *all = malloc((size_t)THREADS * EACH * 32 * 32 * 4);
+    uint64_t idv[THREADS * EACH];
+    assert_true(H5Dread(d, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, all) >= 0);
+    assert_true(H5Dread(ids, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, idv) >= 0);
+    unsigned next[THREADS] = {0};
+    for (size_t i = 0; i < THREADS * EACH; i++) {
+        /* Every frame is whole (all elements agree with its frame_id) ... */
+        for (size_t e = 0; e < 32 * 32; e++)
+            assert_int_equal(all[i * 1024 + e], idv[i]);
+        /* ... and each thread's frames keep their order. */
+        unsigned th = (unsigned)(idv[i] / 1000000u) - 1, num = (unsigned)(idv[i] % 1000000u);
+        assert_true(th < THREADS);
+        assert_int_equal(num, next[th]);
+        next[th]++;
+    }
+    for (unsigned i = 0; i < THREADS; i++)
+        assert_int_equal(next[i], EACH);
+    free(all);
+    H5Dclose(ids);
+    H5Dclose(d);
+    H5Fclose(fid);
+}
+
+static void test_frames__nonblocking_append_says_eagain_when_full(void **state)
+{
+    (void)state;
+    enum { N = 60 };
+    h5s_file *f;
+    h5s_frames *fr;
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+    fo.queue_bytes = 1 << 20;
+    fo.nonblocking = 1;
+    fo.encode_threads = 1;
+    assert_int_equal(h5s_file_create(&f, path, &fo), 0);
+    h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+    o.dtype = H5S_UINT32;
+    o.dims[0] = o.dims[1] = 512; /* 1 MiB frames: one fills the budget */
+    assert_int_equal(h5s_codec_parse(&o.codec, "deflate:9:shuffle"), 0);
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), 0);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    size_t ne = 512 * 512;
+    uint32_t *buf = malloc(ne * 4);
+    unsigned eagain = 0;
+    for (uint64_t i = 0; i < N;) {
+        ramp(H5S_UINT32, i, ne, buf);
+        int rc = h5s_frames_append(fr, buf, ne * 4, NULL);
+        if (rc == H5S_EAGAIN) {
+            eagain++;
+            usleep(1000);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        i++;
+    }
+    /* deflate-9 of a MiB takes milliseconds, a memcpy microseconds: the queue fills. */
+    assert_true(eagain > 0);
+    assert_int_equal(h5s_frames_count(fr), N);
+    assert_int_equal(h5s_file_close(f), 0);
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(fid, H5S_FRAMES_DEFAULT_PATH, H5P_DEFAULT);
+    hsize_t dims[3];
+    hid_t sp = H5Dget_space(d);
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    assert_int_equal(dims[0], N); /* no frame lost or doubled by the retries */
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(fid);
+    free(buf);
+}
+
+static uint64_t wait_committed(h5s_file *f, uint64_t want, double seconds)
+{
+    h5s_file_stats st;
+    double end = h5s_mono_now() + seconds;
+    do {
+        h5s_file_stats_get(f, &st);
+        if (st.committed >= want)
+            break;
+        usleep(10 * 1000);
+    } while (h5s_mono_now() < end);
+    return st.committed;
+}
+
+static h5s_frames *small_stream(h5s_file **f, uint64_t flush_every, unsigned flush_ms)
+{
+    h5s_frames *fr;
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+    fo.flush_every = flush_every;
+    fo.flush_ms = flush_ms;
+    assert_int_equal(h5s_file_create(f, path, &fo), 0);
+    h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+    o.dims[0] = o.dims[1] = 16;
+    assert_int_equal(h5s_frames_create(&fr, *f, NULL, &o), 0);
+    assert_int_equal(h5s_file_start_swmr(*f), 0);
+    return fr;
+}
+
+static void append_n(h5s_frames *fr, unsigned n)
+{
+    uint16_t frame[256] = {0};
+    for (unsigned i = 0; i < n; i++)
+        assert_int_equal(h5s_frames_append(fr, frame, sizeof frame, NULL), 0);
+}
+
+static void test_frames__flush_policy(void **state)
+{
+    (void)state;
+    h5s_file *f;
+    /* Neither count nor time: nothing commits until asked. */
+    h5s_frames *fr = small_stream(&f, 0, 0);
+    append_n(fr, 25);
+    usleep(300 * 1000);
+    assert_int_equal(wait_committed(f, 1, 0.0), 0);
+    assert_int_equal(h5s_file_flush(f), 0); /* on demand */
+    assert_int_equal(wait_committed(f, 25, 0.0), 25);
+    assert_int_equal(h5s_file_close(f), 0);
+
+    /* By count: every 10 frames. */
+    fr = small_stream(&f, 10, 0);
+    append_n(fr, 25);
+    assert_true(wait_committed(f, 20, 5.0) >= 20);
+    h5s_file_stats st;
+    h5s_file_stats_get(f, &st);
+    assert_true(st.commits >= 1);
+    assert_int_equal(h5s_file_close(f), 0);
+
+    /* By time: within 100 ms of the last commit. */
+    fr = small_stream(&f, 0, 100);
+    append_n(fr, 5);
+    assert_int_equal(wait_committed(f, 5, 5.0), 5);
+    assert_int_equal(h5s_file_close(f), 0);
+}
+
+static void test_frames__writer_error_reaches_the_producer(void **state)
+{
+    (void)state;
+    h5s_file *f;
+    h5s_frames *fr;
+    assert_int_equal(h5s_file_create(&f, path, NULL), 0);
+    h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+    o.dims[0] = o.dims[1] = 16;
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), 0);
+    h5s_frames_test_break_after(fr, 10);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    append_n(fr, 10);
+    assert_int_equal(h5s_file_flush(f), 0);
+    uint16_t frame[256] = {0};
+    assert_int_equal(h5s_frames_append(fr, frame, sizeof frame, NULL), 0); /* frame 10 */
+    /* The writer fails on frame 10; flush reports it with file, dataset and frame. */
+    assert_int_equal(h5s_file_flush(f), H5S_EIO);
+    const char *msg = h5s_error_message();
+    assert_non_null(strstr(msg, path));
+    assert_non_null(strstr(msg, H5S_FRAMES_DEFAULT_PATH));
+    assert_non_null(strstr(msg, "frame 10"));
+    /* Later appends get the same kept error, and so does close. */
+    assert_int_equal(h5s_frames_append(fr, frame, sizeof frame, NULL), H5S_EIO);
+    assert_non_null(strstr(h5s_error_message(), "frame 10"));
+    assert_int_equal(h5s_file_close(f), H5S_EIO);
+    assert_non_null(strstr(h5s_error_message(), "frame 10"));
+    /* The ten frames committed before the failure are in the file. */
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(fid >= 0);
+    hid_t ids = H5Dopen2(fid, "/entry/instrument/detector/frame_id", H5P_DEFAULT);
+    hid_t sp = H5Dget_space(ids);
+    hsize_t n;
+    H5Sget_simple_extent_dims(sp, &n, NULL);
+    assert_int_equal(n, 10);
+    H5Sclose(sp);
+    H5Dclose(ids);
+    H5Fclose(fid);
+}
+
+static void test_frames__wrong_frame_size_is_refused(void **state)
+{
+    (void)state;
+    h5s_file *f;
+    h5s_frames *fr = small_stream(&f, 0, 0);
+    uint16_t frame[300] = {0};
+    assert_int_equal(h5s_frames_append(fr, frame, 100, NULL), H5S_EINVAL);
+    assert_non_null(strstr(h5s_error_message(), "frame 0 has 100 bytes, expected 512"));
+    assert_int_equal(h5s_frames_count(fr), 0);
+    assert_int_equal(h5s_file_close(f), 0);
+}
+
+int main(void)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_frames__every_dtype_round_trips),
+        T(test_frames__ranks_tiles_and_bands),
+        T(test_frames__partial_band_is_padded_with_the_fill_value),
+        T(test_frames__many_producer_threads),
+        T(test_frames__nonblocking_append_says_eagain_when_full),
+        T(test_frames__flush_policy),
+        T(test_frames__writer_error_reaches_the_producer),
+        T(test_frames__wrong_frame_size_is_refused),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
