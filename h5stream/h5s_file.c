@@ -8,6 +8,7 @@
  * (frame_id) and the status row. A reader that refreshes the marker first therefore never
  * sees a frame whose payload is not on disk.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -447,12 +448,19 @@ int h5s_file_start_swmr(h5s_file *f)
     f->encoders = calloc((size_t)n, sizeof *f->encoders);
     if (!f->encoders)
         return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    /* The engine's threads block every signal, so the application's own threads are the
+     * ones that handle SIGINT and friends; new threads inherit the creator's mask. */
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
     for (int i = 0; i < n; i++) {
         if (pthread_create(&f->encoders[i], NULL, encoder_main, f) != 0)
             break;
         f->nencoders++;
     }
-    if (f->nencoders != n || pthread_create(&f->writer, NULL, writer_main, f) != 0) {
+    int writer_rc = f->nencoders == n ? pthread_create(&f->writer, NULL, writer_main, f) : -1;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (writer_rc != 0) {
         h5s_queue_stop_encoders(&f->q);
         for (int i = 0; i < f->nencoders; i++)
             pthread_join(f->encoders[i], NULL);

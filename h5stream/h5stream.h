@@ -137,7 +137,8 @@ int h5s_file_link(h5s_file *file, const char *link_path, const char *target_path
 
 /*
  * Ends the declaration phase: calls H5Fstart_swmr_write, reopens the datasets, and
- * starts the writer thread and the encoder pool. Readers may open the file from here.
+ * starts the writer thread and the encoder pool (threads that block every signal, so
+ * signals reach the application's own threads). Readers may open the file from here.
  * Errors: H5S_ESTATE if already started; H5S_EIO if HDF5 refuses SWMR (for example on
  * a file system without the needed locking); H5S_ENOMEM.
  */
