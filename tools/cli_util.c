@@ -1,0 +1,133 @@
+/* cli_util.c - helpers shared by the h5stream subcommands (declared in cli.h). */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+void cli_errorf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    /* One buffered write, so that the line is not interleaved with the progress line or
+     * another process's output on the same terminal. */
+    char line[4096];
+    int n = snprintf(line, sizeof line, "h5stream: ");
+    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s\n", line);
+    fflush(stderr);
+}
+
+void cli_error_h5s(const char *what, int code)
+{
+    const char *detail = h5s_error_message();
+    if (detail && detail[0])
+        cli_errorf("%s: %s: %s", what, h5s_strerror(code), detail);
+    else
+        cli_errorf("%s: %s", what, h5s_strerror(code));
+}
+
+/* Parses one decimal size >= 1 from *s, leaving *s after it. strtoull alone would accept
+ * signs, spaces and "0x", none of which belong in a shape. */
+static int parse_dim(const char **s, uint64_t *out)
+{
+    const char *p = *s;
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    uint64_t v = 0;
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (v == 0)
+        return -1;
+    *out = v;
+    *s = p;
+    return 0;
+}
+
+int cli_parse_shape(const char *s, unsigned *rank, uint64_t dims[3])
+{
+    uint64_t d[3] = {0, 0, 0};
+    unsigned n = 0;
+    const char *p = s ? s : "";
+    for (;;) {
+        if (n == 3 || parse_dim(&p, &d[n]) != 0)
+            goto bad;
+        n++;
+        if (*p == '\0')
+            break;
+        if (*p != 'x')
+            goto bad;
+        p++;
+    }
+    *rank = n;
+    memcpy(dims, d, sizeof d);
+    return 0;
+bad:
+    cli_errorf("bad shape '%s': expected 1 to 3 sizes >= 1 joined by 'x' (1024, 512x512, "
+               "4x256x256)",
+               s ? s : "");
+    return -1;
+}
+
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !isdigit((unsigned char)s[0]))
+        return -1;
+    uint64_t v = 0;
+    const char *p = s;
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    uint64_t mult = 1;
+    if (*p == 'k')
+        mult = 1000;
+    else if (*p == 'M')
+        mult = 1000000;
+    else if (*p == 'G')
+        mult = 1000000000;
+    if (mult != 1)
+        p++;
+    if (*p != '\0' || (v != 0 && v > UINT64_MAX / mult))
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+int cli_parse_double(const char *s, double *out)
+{
+    if (!s || !s[0] || isspace((unsigned char)s[0]))
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int cli_stderr_is_tty(void)
+{
+    return isatty(STDERR_FILENO) ? 1 : 0;
+}

@@ -1,0 +1,562 @@
+/*
+ * cmd_ingest.c - `h5stream ingest frames SRC -o OUT.h5 [options]` (docs/cli.md): reads
+ * frames from a source and streams them into a new SWMR file through the writer engine.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <hdf5.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "frame_source.h"
+#include "h5s_codec.h"
+#include "h5stream.h"
+
+#define DEFAULT_DATA_PATH "/entry/instrument/detector/data"
+#define MB 1e6
+
+static const char ingest_usage[] =
+    "usage: h5stream ingest frames SRC -o OUT.h5 [options]\n"
+    "\n"
+    "SRC: sim | sim:poisson | sim:ramp | raw:PATH | raw:- | FILE.h5:/dataset\n"
+    "\n"
+    "options:\n"
+    "  -o, --output OUT.h5       file to create (replaced if it exists); required\n"
+    "      --shape HxW           frame shape, 1 to 3 axes (sim: 512x512; raw: required)\n"
+    "      --dtype T             int8 ... uint64, float32, float64 (sim: uint16; raw: "
+    "required)\n"
+    "  -n, --count N             frames to write (sim: 1000; raw: to the end of the input;\n"
+    "                            h5: frames x repeat)\n"
+    "      --rate HZ             frames per second (default: as fast as possible)\n"
+    "      --seed S              seed of sim and --poisson (default 1)\n"
+    "      --repeat N            h5 source: replay the dataset N times (default 1)\n"
+    "      --poisson             h5 source: write Poisson(pixel value) frames; negative\n"
+    "                            (masked) pixels are kept as they are\n"
+    "      --path /DATASET       destination (default /entry/instrument/detector/data)\n"
+    "      --tile HxW            chunk shape inside a frame (default: the whole frame)\n"
+    "      --frames-per-chunk K  frames stored per chunk (default 1)\n"
+    "      --fill V              fill value (default 0)\n"
+    "      --compress SPEC       none | deflate[:LEVEL[:shuffle|noshuffle]] |\n"
+    "                            blosc[:CODEC[:LEVEL[:shuffle|bitshuffle|noshuffle]]]\n"
+    "      --threads N           encoder threads (default: number of cores)\n"
+    "      --queue-mb M          queue byte budget in MiB (default 256)\n"
+    "      --flush-every N       commit every N frames (default 0: off)\n"
+    "      --flush-ms T          commit at least every T ms (default 1000)\n"
+    "      --locking MODE        on | off | best-effort (default: HDF5_USE_FILE_LOCKING)\n"
+    "  -q, --quiet               no summary on stdout\n"
+    "  -h, --help                this help\n"
+    "\n"
+    "Reference: docs/cli.md\n";
+
+/* Set from the signal handler; the read loop polls it between frames. */
+static volatile sig_atomic_t stop_flag = 0;
+static volatile sig_atomic_t stop_signal = 0;
+
+static void on_signal(int sig)
+{
+    stop_flag = 1;
+    stop_signal = sig;
+    /* A second Ctrl-C while the file is being closed kills at once; `h5stream recover`
+     * then saves the committed frames. */
+    signal(sig, SIG_DFL);
+}
+
+static int usage_hint(void)
+{
+    fprintf(stderr, "usage: h5stream ingest frames SRC -o OUT.h5 [options]\n"
+                    "(h5stream ingest frames --help lists the options; docs/cli.md)\n");
+    return CLI_EUSAGE;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cli_errorf("%s", msg);
+    return usage_hint();
+}
+
+typedef struct {
+    const char *src;
+    const char *output;
+    const char *path;
+    int quiet;
+    int has_tile;
+    unsigned tile_rank;
+    uint64_t tile[3];
+    uint32_t frames_per_chunk;
+    double fill;
+    h5s_codec codec;
+    h5s_file_options file;
+    frame_source_options source;
+} ingest_args;
+
+/* HDF5 names: absolute, no empty, "." or ".." parts, no trailing slash. */
+static int valid_h5_path(const char *p)
+{
+    if (p[0] != '/' || p[1] == '\0')
+        return 0;
+    for (const char *part = p + 1; part;) {
+        const char *slash = strchr(part, '/');
+        size_t n = slash ? (size_t)(slash - part) : strlen(part);
+        if (n == 0 || (n == 1 && part[0] == '.') || (n == 2 && part[0] == '.' && part[1] == '.'))
+            return 0;
+        part = slash ? slash + 1 : NULL;
+    }
+    return 1;
+}
+
+static int parse_args(ingest_args *a, int argc, char **argv)
+{
+    enum {
+        OPT_SHAPE = 256,
+        OPT_DTYPE,
+        OPT_RATE,
+        OPT_SEED,
+        OPT_REPEAT,
+        OPT_POISSON,
+        OPT_PATH,
+        OPT_TILE,
+        OPT_FPC,
+        OPT_FILL,
+        OPT_COMPRESS,
+        OPT_THREADS,
+        OPT_QUEUE_MB,
+        OPT_FLUSH_EVERY,
+        OPT_FLUSH_MS,
+        OPT_LOCKING
+    };
+    static const struct option longopts[] = {
+        {"output", required_argument, NULL, 'o'},
+        {"shape", required_argument, NULL, OPT_SHAPE},
+        {"dtype", required_argument, NULL, OPT_DTYPE},
+        {"count", required_argument, NULL, 'n'},
+        {"rate", required_argument, NULL, OPT_RATE},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"repeat", required_argument, NULL, OPT_REPEAT},
+        {"poisson", no_argument, NULL, OPT_POISSON},
+        {"path", required_argument, NULL, OPT_PATH},
+        {"tile", required_argument, NULL, OPT_TILE},
+        {"frames-per-chunk", required_argument, NULL, OPT_FPC},
+        {"fill", required_argument, NULL, OPT_FILL},
+        {"compress", required_argument, NULL, OPT_COMPRESS},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"queue-mb", required_argument, NULL, OPT_QUEUE_MB},
+        {"flush-every", required_argument, NULL, OPT_FLUSH_EVERY},
+        {"flush-ms", required_argument, NULL, OPT_FLUSH_MS},
+        {"locking", required_argument, NULL, OPT_LOCKING},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    uint64_t u = 0;
+    double d = 0.0;
+    int c;
+    optind = 1;
+    opterr = 0;
+    /* The leading ':' makes a missing argument come back as ':' rather than '?'. */
+    while ((c = getopt_long(argc, argv, ":o:n:qh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'o':
+            a->output = optarg;
+            break;
+        case OPT_SHAPE:
+            if (cli_parse_shape(optarg, &a->source.rank, a->source.dims) != 0)
+                return usage_hint();
+            break;
+        case OPT_DTYPE:
+            if (h5s_dtype_parse(&a->source.dtype, optarg) != 0)
+                return usage_error("--dtype: %s", h5s_error_message());
+            break;
+        case 'n':
+            if (cli_parse_u64(optarg, &a->source.count) != 0)
+                return usage_error("--count: expected a whole number of frames, got '%s'", optarg);
+            a->source.has_count = 1;
+            break;
+        case OPT_RATE:
+            if (cli_parse_double(optarg, &d) != 0 || d <= 0.0)
+                return usage_error("--rate: expected frames per second > 0, got '%s'", optarg);
+            a->source.rate = d;
+            break;
+        case OPT_SEED:
+            if (cli_parse_u64(optarg, &a->source.seed) != 0)
+                return usage_error("--seed: expected a whole number, got '%s'", optarg);
+            break;
+        case OPT_REPEAT:
+            if (cli_parse_u64(optarg, &u) != 0 || u == 0)
+                return usage_error("--repeat: expected a whole number >= 1, got '%s'", optarg);
+            a->source.repeat = u;
+            break;
+        case OPT_POISSON:
+            a->source.poisson = 1;
+            break;
+        case OPT_PATH:
+            if (!valid_h5_path(optarg))
+                return usage_error("--path: expected an absolute HDF5 path such as "
+                                   "/entry/instrument/detector/data, got '%s'",
+                                   optarg);
+            a->path = optarg;
+            break;
+        case OPT_TILE:
+            if (cli_parse_shape(optarg, &a->tile_rank, a->tile) != 0)
+                return usage_hint();
+            a->has_tile = 1;
+            break;
+        case OPT_FPC:
+            if (cli_parse_u64(optarg, &u) != 0 || u == 0 || u > UINT32_MAX)
+                return usage_error("--frames-per-chunk: expected a whole number >= 1, got "
+                                   "'%s'",
+                                   optarg);
+            a->frames_per_chunk = (uint32_t)u;
+            break;
+        case OPT_FILL:
+            if (cli_parse_double(optarg, &a->fill) != 0)
+                return usage_error("--fill: expected a number, got '%s'", optarg);
+            break;
+        case OPT_COMPRESS:
+            if (h5s_codec_parse(&a->codec, optarg) != 0)
+                return usage_error("--compress: %s", h5s_error_message());
+            break;
+        case OPT_THREADS:
+            if (cli_parse_u64(optarg, &u) != 0 || u > 1024)
+                return usage_error("--threads: expected 0 (one per core) to 1024, got '%s'",
+                                   optarg);
+            a->file.encode_threads = (int)u;
+            break;
+        case OPT_QUEUE_MB:
+            if (cli_parse_u64(optarg, &u) != 0 || u == 0 || u > (SIZE_MAX >> 20))
+                return usage_error("--queue-mb: expected a whole number of MiB >= 1, got '%s'",
+                                   optarg);
+            a->file.queue_bytes = (size_t)u << 20;
+            break;
+        case OPT_FLUSH_EVERY:
+            if (cli_parse_u64(optarg, &a->file.flush_every) != 0)
+                return usage_error("--flush-every: expected a whole number of frames, got "
+                                   "'%s'",
+                                   optarg);
+            break;
+        case OPT_FLUSH_MS:
+            if (cli_parse_u64(optarg, &u) != 0 || u > UINT_MAX)
+                return usage_error("--flush-ms: expected a whole number of milliseconds, got "
+                                   "'%s'",
+                                   optarg);
+            a->file.flush_ms = (unsigned)u;
+            break;
+        case OPT_LOCKING:
+            if (strcmp(optarg, "on") == 0)
+                a->file.locking = H5S_LOCKING_ON;
+            else if (strcmp(optarg, "off") == 0)
+                a->file.locking = H5S_LOCKING_OFF;
+            else if (strcmp(optarg, "best-effort") == 0)
+                a->file.locking = H5S_LOCKING_BEST_EFFORT;
+            else
+                return usage_error("--locking: expected on, off or best-effort, got '%s'", optarg);
+            break;
+        case 'q':
+            a->quiet = 1;
+            break;
+        case 'h':
+            fputs(ingest_usage, stdout);
+            return -1;
+        case ':':
+            return usage_error("option '%s' needs a value", argv[optind - 1]);
+        default:
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return usage_error("ingest frames: no source given");
+    if (argc - optind > 1)
+        return usage_error("ingest frames: one source only; '%s' is extra", argv[optind + 1]);
+    a->src = argv[optind];
+    if (!a->output)
+        return usage_error("ingest frames: no output file given (-o OUT.h5)");
+    return 0;
+}
+
+/* Checks what depends on the frame shape, known once the source is open. */
+static int check_layout(const ingest_args *a, const frame_source *src)
+{
+    unsigned rank = frame_source_rank(src);
+    const uint64_t *dims = frame_source_dims(src);
+    uint64_t chunk_bytes = (uint64_t)h5s_dtype_size(frame_source_dtype(src)) *
+                           (a->frames_per_chunk ? a->frames_per_chunk : 1);
+    if (a->has_tile && a->tile_rank != rank) {
+        cli_errorf("--tile has %u axes but the frames have %u", a->tile_rank, rank);
+        return CLI_EUSAGE;
+    }
+    for (unsigned i = 0; i < rank; i++) {
+        uint64_t t = a->has_tile ? a->tile[i] : dims[i];
+        if (t > dims[i]) {
+            cli_errorf("--tile: axis %u is %" PRIu64 " but the frames are only %" PRIu64, i, t,
+                       dims[i]);
+            return CLI_EUSAGE;
+        }
+        chunk_bytes = t > (UINT64_MAX >> 1) / chunk_bytes ? UINT64_MAX : chunk_bytes * t;
+    }
+    /* HDF5 1.10 stores a chunk's size in 32 bits. */
+    if (chunk_bytes >= ((uint64_t)1 << 32)) {
+        cli_errorf("a chunk of %" PRIu64 " bytes is over HDF5's 4 GiB limit; use --tile or "
+                   "fewer --frames-per-chunk",
+                   chunk_bytes);
+        return CLI_EUSAGE;
+    }
+    return 0;
+}
+
+/* Whether out names the same file as in (an existing output is replaced). */
+static int same_file(const char *in, const char *out)
+{
+    struct stat a, b;
+    return in && stat(in, &a) == 0 && stat(out, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+/* Prints s as a Python string literal. */
+static void print_py_string(FILE *f, const char *s)
+{
+    fputc('\'', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\\' || *p == '\'')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\x%02x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('\'', f);
+}
+
+static void print_progress(h5s_file *file, uint64_t frames, size_t frame_bytes, double t0)
+{
+    h5s_file_stats st;
+    double dt = cli_now() - t0;
+    if (dt <= 0.0 || h5s_file_stats_get(file, &st) != 0)
+        return;
+    fprintf(stderr, "\r%" PRIu64 " frames  %.1f frames/s  %.1f MB/s  %" PRIu64 " committed\033[K",
+            frames, (double)frames / dt, (double)frames * (double)frame_bytes / MB / dt,
+            st.committed);
+    fflush(stderr);
+}
+
+/* Bytes the dataset occupies on disk, read back from the closed file (the engine's
+ * counters die with its handle). Returns -1 when unknown. */
+static double stored_bytes(const char *output, const char *path)
+{
+    double bytes = -1.0;
+    hid_t f = H5Fopen(output, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        return bytes;
+    hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
+    if (d >= 0) {
+        bytes = (double)H5Dget_storage_size(d);
+        H5Dclose(d);
+    }
+    H5Fclose(f);
+    return bytes;
+}
+
+static void print_summary(const ingest_args *a, const frame_source *src, uint64_t frames,
+                          double seconds)
+{
+    const char *path = a->path ? a->path : DEFAULT_DATA_PATH;
+    size_t fb = frame_source_frame_bytes(src);
+    double stored = stored_bytes(a->output, path);
+    double raw = (double)frames * (double)fb;
+    printf("wrote %" PRIu64 " frames (", frames);
+    if (stored >= 0.0)
+        printf("%.1f MB stored", stored / MB);
+    else
+        printf("? MB stored");
+    printf(", %.1f MB raw) to %s:%s in %.2f s\n", raw / MB, a->output, path, seconds);
+
+    unsigned rank = frame_source_rank(src);
+    const uint64_t *dims = frame_source_dims(src);
+    printf("\nopen it with h5py:\n    import h5py\n");
+    if (a->codec.kind == H5S_CODEC_BLOSC)
+        printf("    import hdf5plugin  # Blosc filter (32001)\n");
+    printf("    f = h5py.File(");
+    print_py_string(stdout, a->output);
+    printf(", 'r', swmr=True)\n    data = f[");
+    print_py_string(stdout, path);
+    printf("]  # shape (%" PRIu64, frames);
+    for (unsigned i = 0; i < rank; i++)
+        printf(", %" PRIu64, dims[i]);
+    printf("), %s\n", h5s_dtype_name(frame_source_dtype(src)));
+}
+
+/* Creates the file and declares the dataset. On failure the message is printed and the
+ * file (if created) is left for the caller to close. */
+static int create_output(const ingest_args *a, const frame_source *src, h5s_file **file,
+                         h5s_frames **frames)
+{
+    h5s_frames_options fo = H5S_FRAMES_OPTIONS_INIT;
+    fo.dtype = frame_source_dtype(src);
+    fo.rank = frame_source_rank(src);
+    memcpy(fo.dims, frame_source_dims(src), sizeof fo.dims);
+    if (a->has_tile)
+        memcpy(fo.tile, a->tile, sizeof fo.tile);
+    fo.frames_per_chunk = a->frames_per_chunk ? a->frames_per_chunk : 1;
+    fo.codec = a->codec;
+    fo.fill_value = a->fill;
+
+    int rc = h5s_file_create(file, a->output, &a->file);
+    if (rc != 0) {
+        cli_error_h5s(a->output, rc);
+        return rc;
+    }
+    rc = h5s_frames_create(frames, *file, a->path, &fo);
+    if (rc != 0) {
+        cli_error_h5s(a->path ? a->path : DEFAULT_DATA_PATH, rc);
+        return rc;
+    }
+    rc = h5s_file_start_swmr(*file);
+    if (rc != 0)
+        cli_error_h5s(a->output, rc);
+    return rc;
+}
+
+static int ingest_frames(int argc, char **argv)
+{
+    ingest_args a;
+    memset(&a, 0, sizeof a);
+    h5s_file_options fdefaults = H5S_FILE_OPTIONS_INIT;
+    frame_source_options sdefaults = FRAME_SOURCE_OPTIONS_INIT;
+    h5s_codec cdefaults = H5S_CODEC_INIT;
+    a.file = fdefaults;
+    a.source = sdefaults;
+    a.codec = cdefaults;
+    a.frames_per_chunk = 1;
+    a.source.stop = &stop_flag;
+
+    int rc = parse_args(&a, argc, argv);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    frame_source *src = NULL;
+    rc = frame_source_open(&src, a.src, &a.source);
+    if (rc != 0)
+        return rc == FRAME_SOURCE_EUSAGE ? usage_hint() : CLI_EDATA;
+    if ((rc = check_layout(&a, src)) != 0) {
+        frame_source_close(src);
+        return usage_hint();
+    }
+    if (same_file(frame_source_file(src), a.output)) {
+        cli_errorf("the output %s is the source's own file; it would be replaced", a.output);
+        frame_source_close(src);
+        return CLI_EUSAGE;
+    }
+    size_t fb = frame_source_frame_bytes(src);
+    void *buf = malloc(fb);
+    if (!buf) {
+        cli_errorf("out of memory for a frame of %zu bytes", fb);
+        frame_source_close(src);
+        return CLI_EDATA;
+    }
+
+    /* The engine's threads inherit the signal mask of the thread that starts them; with
+     * SIGINT and SIGTERM blocked there, only this thread sees them, between frames.
+     * No SA_RESTART: a read or a rate sleep that a signal interrupts returns early. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    h5s_file *file = NULL;
+    h5s_frames *frames = NULL;
+    rc = create_output(&a, src, &file, &frames);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    int status = rc == 0 ? CLI_OK : CLI_EDATA;
+    uint64_t n = 0;
+    int progress = cli_stderr_is_tty();
+    double t0 = cli_now(), next_progress = t0 + 0.25;
+    while (status == CLI_OK && !stop_flag) {
+        int got = frame_source_next(src, buf);
+        if (got == 0)
+            break;
+        if (got < 0) {
+            status = CLI_EDATA;
+            break;
+        }
+        rc = h5s_frames_append(frames, buf, fb, NULL);
+        if (rc != 0) {
+            char what[64];
+            snprintf(what, sizeof what, "frame %" PRIu64, n);
+            cli_error_h5s(what, rc);
+            status = CLI_EDATA;
+            break;
+        }
+        n++;
+        if (progress) {
+            double now = cli_now();
+            if (now >= next_progress) {
+                print_progress(file, n, fb, t0);
+                next_progress = now + 0.25;
+            }
+        }
+    }
+    if (progress) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+    }
+
+    int close_rc = h5s_file_close(file);
+    double seconds = cli_now() - t0;
+    if (close_rc != 0 && status == CLI_OK) {
+        cli_error_h5s(a.output, close_rc);
+        status = CLI_EDATA;
+    }
+    free(buf);
+
+    const char *path = a.path ? a.path : DEFAULT_DATA_PATH;
+    if (stop_flag) {
+        cli_errorf("interrupted by %s: wrote %" PRIu64 " frames to %s:%s%s",
+                   stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", n, a.output, path,
+                   close_rc == 0 ? " (committed, file closed)" : "");
+        status = CLI_EDATA;
+    } else if (status != CLI_OK && frames) {
+        cli_errorf("kept the %" PRIu64 " frames written before the error in %s:%s", n, a.output,
+                   path);
+    } else if (status == CLI_OK && !a.quiet) {
+        print_summary(&a, src, n, seconds);
+    }
+    frame_source_close(src);
+    return status;
+}
+
+int cli_ingest(int argc, char **argv)
+{
+    const char *model = argc > 0 ? argv[0] : "";
+    if (strcmp(model, "frames") == 0)
+        return ingest_frames(argc, argv);
+    if (strcmp(model, "tracts") == 0 || strcmp(model, "volumes") == 0 ||
+        strcmp(model, "marc") == 0) {
+        cli_errorf("ingest %s is not available yet", model);
+        return CLI_EUSAGE;
+    }
+    cli_errorf("ingest: unknown model '%s' (expected frames, tracts, volumes or marc)", model);
+    fprintf(stderr, "usage: h5stream ingest frames|tracts|volumes|marc SRC... -o OUT.h5 "
+                    "[options]\n(docs/cli.md)\n");
+    return CLI_EUSAGE;
+}
