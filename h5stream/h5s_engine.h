@@ -95,6 +95,25 @@ void h5s_queue_fail(h5s_queue *q, int code, const char *msg);
 int h5s_queue_error(h5s_queue *q);
 void h5s_queue_stop_encoders(h5s_queue *q);
 
+/*
+ * A free list of equal-sized buffers. Bands are filled on producer threads and released
+ * on the writer thread; recycling them instead of malloc/free keeps peak RSS flat over
+ * long streams (no arena fragmentation) and saves the page faults of fresh memory.
+ */
+typedef struct {
+    pthread_mutex_t mu;
+    void **free;
+    size_t n, cap; /* buffers kept, most kept */
+    size_t size;   /* bytes per buffer */
+} h5s_pool;
+
+void h5s_pool_init(h5s_pool *p, size_t size, size_t keep);
+void h5s_pool_destroy(h5s_pool *p);
+/* A buffer of p->size bytes (recycled or new), or NULL. */
+void *h5s_pool_get(h5s_pool *p);
+/* Returns a buffer; kept for reuse unless the list is full. NULL is a no-op. */
+void h5s_pool_put(h5s_pool *p, void *buf);
+
 /* Monotonic clock in seconds. */
 double h5s_mono_now(void);
 
@@ -118,7 +137,11 @@ struct h5s_frames {
     unsigned nscalars;
     hsize_t chunk_dims[H5S_DSET_RANK_MAX];
     size_t chunk_bytes;
-    hsize_t tiles[3]; /* tiles along each frame axis (3-D view, leading axes 1) */
+    hsize_t tiles[3];        /* tiles along each frame axis (3-D view, leading axes 1) */
+    size_t chunk_bound;      /* encoded chunk buffer size: h5s_codec_bound(chunk_bytes) */
+    size_t band_bytes_alloc; /* size of band buffers: >= band_bytes */
+    h5s_pool band_pool;      /* band buffers; untiled, also the encoded chunks' */
+    h5s_pool chunk_pool;     /* chunk_bound buffers, for tiled datasets */
 
     /* Producer side, under mu. */
     pthread_mutex_t mu;
@@ -168,6 +191,8 @@ void h5s_frames_close_handles(struct h5s_frames *fr);
 int h5s_frames_submit_partial(struct h5s_frames *fr);
 /* Encodes a band into chunks (encoder thread). scratch: two buffers of chunk_bytes. */
 int h5s_frames_encode(h5s_job *job, unsigned char *gather, unsigned char *scratch);
+/* Bytes a job holds now (raw band and/or chunk buffers), for the queue budget. */
+size_t h5s_job_held_bytes(const h5s_job *job);
 /* Writer thread: extend the data extent to cover `end` frames. */
 int h5s_frames_extend(struct h5s_frames *fr, uint64_t end);
 /* Writer thread: store a band's chunks and keep its meta for the next commit. */

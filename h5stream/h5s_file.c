@@ -9,6 +9,9 @@
  * sees a frame whose payload is not on disk.
  */
 #include <signal.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,6 +273,12 @@ static int commit(h5s_file *f, int fflush)
         if (H5Fflush(f->fid, H5F_SCOPE_LOCAL) < 0)
             rc = h5s_error_set_h5(H5S_EIO, "%s: H5Fflush failed", f->path);
         f->last_fflush = now;
+#ifdef __GLIBC__
+        /* Blosc allocates its temporaries on every call, between HDF5's small objects;
+         * glibc then keeps the freed pages and RSS creeps up with stream length. Handing
+         * them back once a second keeps peak RSS flat (docs/architecture.md, Memory). */
+        malloc_trim(0);
+#endif
     }
     f->last_commit = now;
     atomic_fetch_add(&f->st_commits, 1);
@@ -364,7 +373,10 @@ static void *writer_main(void *arg)
     h5s_hdf5_quiet();
     h5s_job *batch[H5S_BATCH];
     uint64_t since_commit = 0;
-    f->last_commit = f->last_fflush = h5s_mono_now();
+    f->last_commit = h5s_mono_now();
+    /* The first commit also flushes the file, so the superblock's EOA is current from
+     * the first committed frame on (h5clear -s, if someone runs it anyway). */
+    f->last_fflush = f->last_commit - 2 * H5S_FFLUSH_INTERVAL;
     for (;;) {
         double deadline = -1;
         if (f->opts.flush_ms && uncommitted(f))
@@ -400,12 +412,7 @@ static void *encoder_main(void *arg)
             job->status = h5s_frames_encode(job, gather, scratch);
         if (job->status)
             job->errmsg = strdup(h5s_error_message());
-        size_t charge = (job->raw ? job->frames->band_bytes : 0);
-        for (size_t c = 0; c < job->nchunks; c++)
-            if (!job->raw || (unsigned char *)job->chunks[c].bytes < job->raw ||
-                (unsigned char *)job->chunks[c].bytes >= job->raw + job->frames->band_bytes)
-                charge += job->chunks[c].size;
-        h5s_queue_put_ready(&f->q, job, charge);
+        h5s_queue_put_ready(&f->q, job, h5s_job_held_bytes(job));
     }
     free(gather);
     free(scratch);
@@ -448,6 +455,25 @@ int h5s_file_start_swmr(h5s_file *f)
     f->encoders = calloc((size_t)n, sizeof *f->encoders);
     if (!f->encoders)
         return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    /* Free lists big enough for every buffer the budget lets exist at once, plus what
+     * the encoders and one open band per dataset hold outside it. */
+    for (size_t i = 0; i < f->nframes; i++) {
+        h5s_frames *fr = f->frames[i];
+        size_t tiles = (size_t)(fr->tiles[0] * fr->tiles[1] * fr->tiles[2]);
+        if (tiles == 1) {
+            /* Untiled: a band's buffer becomes its encoded chunk's, so one pool serves
+             * both and what it keeps stays within the budget. */
+            size_t size = fr->band_bytes > fr->chunk_bound ? fr->band_bytes : fr->chunk_bound;
+            fr->band_bytes_alloc = size;
+            h5s_pool_init(&fr->band_pool, size, f->opts.queue_bytes / size + (size_t)n + 2);
+        } else {
+            fr->band_bytes_alloc = fr->band_bytes;
+            h5s_pool_init(&fr->band_pool, fr->band_bytes,
+                          f->opts.queue_bytes / fr->band_bytes + (size_t)n + 2);
+            h5s_pool_init(&fr->chunk_pool, fr->chunk_bound,
+                          f->opts.queue_bytes / fr->chunk_bound + tiles * ((size_t)n + 1));
+        }
+    }
     /* The engine's threads block every signal, so the application's own threads are the
      * ones that handle SIGINT and friends; new threads inherit the creator's mask. */
     sigset_t all, saved;

@@ -141,6 +141,7 @@ static int layout(h5s_frames *fr)
     fr->frame_bytes = (size_t)frame_bytes;
     fr->band_bytes = fr->frame_bytes * o->frames_per_chunk;
     fr->chunk_bytes = (size_t)chunk_bytes;
+    fr->chunk_bound = h5s_codec_bound(&o->codec, fr->chunk_bytes);
     memset(fr->fill, 0, sizeof fr->fill);
     double fill = o->fill_value;
     memcpy(fr->fill, &fill, sizeof fill);
@@ -316,18 +317,39 @@ void h5s_frames_close_handles(h5s_frames *fr)
     }
 }
 
+/* 1 when chunk c is stored straight from the band buffer (no codec, no tiles). */
+static int chunk_in_raw(const h5s_job *job, size_t c)
+{
+    return job->raw && job->chunks[c].bytes == job->raw;
+}
+
+/* Untiled datasets take chunk buffers from the band pool (see h5s_file_start_swmr). */
+static h5s_pool *chunk_pool_of(h5s_frames *fr)
+{
+    return fr->chunk_pool.size ? &fr->chunk_pool : &fr->band_pool;
+}
+
+size_t h5s_job_held_bytes(const h5s_job *job)
+{
+    if (job->kind != H5S_JOB_BAND)
+        return 0;
+    size_t n = job->raw ? job->frames->band_bytes_alloc : 0;
+    for (size_t c = 0; c < job->nchunks; c++)
+        if (job->chunks[c].bytes && !chunk_in_raw(job, c))
+            n += chunk_pool_of(job->frames)->size;
+    return n;
+}
+
 void h5s_job_free(h5s_job *job)
 {
     if (!job)
         return;
-    for (size_t c = 0; c < job->nchunks; c++) {
-        unsigned char *b = job->chunks[c].bytes;
-        int in_raw = job->raw && b >= job->raw && b < job->raw + job->frames->band_bytes;
-        if (!in_raw)
-            free(b);
-    }
+    for (size_t c = 0; c < job->nchunks; c++)
+        if (!chunk_in_raw(job, c))
+            h5s_pool_put(chunk_pool_of(job->frames), job->chunks[c].bytes);
+    if (job->raw)
+        h5s_pool_put(&job->frames->band_pool, job->raw);
     free(job->chunks);
-    free(job->raw);
     free(job->ids);
     free(job->stamps);
     free(job->scalars);
@@ -340,6 +362,8 @@ void h5s_frames_free(h5s_frames *fr)
     if (!fr)
         return;
     h5s_job_free(fr->band);
+    h5s_pool_destroy(&fr->band_pool);
+    h5s_pool_destroy(&fr->chunk_pool);
     free(fr->p_ids);
     free(fr->p_stamps);
     free(fr->p_scalars);
@@ -363,8 +387,8 @@ static h5s_job *band_new(h5s_frames *fr, uint64_t first)
     j->kind = H5S_JOB_BAND;
     j->frames = fr;
     j->first_frame = first;
-    j->charged = fr->band_bytes;
-    j->raw = malloc(fr->band_bytes);
+    j->charged = fr->band_bytes_alloc;
+    j->raw = h5s_pool_get(&fr->band_pool);
     j->ids = malloc(k * sizeof *j->ids);
     j->stamps = malloc(k * sizeof *j->stamps);
     j->scalars = fr->nscalars ? calloc((size_t)k * fr->nscalars, sizeof *j->scalars) : NULL;
@@ -404,9 +428,9 @@ int h5s_frames_append(h5s_frames *fr, const void *data, size_t nbytes, const h5s
     pthread_mutex_lock(&fr->mu);
     uint64_t index = atomic_load(&fr->appended);
     if (!fr->band) {
-        rc = h5s_queue_reserve(&f->q, fr->band_bytes);
+        rc = h5s_queue_reserve(&f->q, fr->band_bytes_alloc);
         if (rc == 0 && !(fr->band = band_new(fr, index))) {
-            h5s_queue_release(&f->q, fr->band_bytes);
+            h5s_queue_release(&f->q, fr->band_bytes_alloc);
             rc = h5s_error_set(H5S_ENOMEM, "%s: %s: out of memory at frame %llu", f->path, fr->path,
                                (unsigned long long)index);
         }
@@ -490,7 +514,7 @@ int h5s_frames_encode(h5s_job *j, unsigned char *gather, unsigned char *scratch)
     if (!j->chunks)
         return h5s_error_set(H5S_ENOMEM, "%s: %s: out of memory encoding frame %llu", file_path(fr),
                              fr->path, (unsigned long long)j->first_frame);
-    size_t bound = h5s_codec_bound(&o->codec, fr->chunk_bytes);
+    size_t bound = fr->chunk_bound;
     uint64_t t[3];
     for (t[0] = 0; t[0] < fr->tiles[0]; t[0]++) {
         for (t[1] = 0; t[1] < fr->tiles[1]; t[1]++) {
@@ -509,7 +533,7 @@ int h5s_frames_encode(h5s_job *j, unsigned char *gather, unsigned char *scratch)
                     gather_tile(fr, j, t, gather);
                     src = gather;
                 }
-                ch->bytes = malloc(bound);
+                ch->bytes = h5s_pool_get(chunk_pool_of(fr));
                 if (!ch->bytes)
                     return h5s_error_set(H5S_ENOMEM, "%s: %s: out of memory encoding frame %llu",
                                          file_path(fr), fr->path,
@@ -519,16 +543,11 @@ int h5s_frames_encode(h5s_job *j, unsigned char *gather, unsigned char *scratch)
                 if (rc)
                     return h5s_error_set(rc, "%s: %s: frame %llu: %s", file_path(fr), fr->path,
                                          (unsigned long long)j->first_frame, h5s_error_message());
-                if (ch->size < bound) {
-                    void *shrunk = realloc(ch->bytes, ch->size ? ch->size : 1);
-                    if (shrunk)
-                        ch->bytes = shrunk;
-                }
             }
         }
     }
     if (!(whole && o->codec.kind == H5S_CODEC_NONE)) {
-        free(j->raw);
+        h5s_pool_put(&fr->band_pool, j->raw);
         j->raw = NULL;
     }
     return 0;

@@ -270,3 +270,46 @@ void h5s_queue_stop_encoders(h5s_queue *q)
     pthread_cond_broadcast(&q->cv_work);
     pthread_mutex_unlock(&q->mu);
 }
+
+void h5s_pool_init(h5s_pool *p, size_t size, size_t keep)
+{
+    memset(p, 0, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+    p->size = size;
+    p->free = calloc(keep ? keep : 1, sizeof *p->free);
+    p->cap = p->free ? keep : 0;
+}
+
+void h5s_pool_destroy(h5s_pool *p)
+{
+    if (!p->size)
+        return;
+    for (size_t i = 0; i < p->n; i++)
+        free(p->free[i]);
+    free(p->free);
+    pthread_mutex_destroy(&p->mu);
+    memset(p, 0, sizeof *p);
+}
+
+void *h5s_pool_get(h5s_pool *p)
+{
+    void *buf = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (p->n)
+        buf = p->free[--p->n];
+    pthread_mutex_unlock(&p->mu);
+    return buf ? buf : malloc(p->size ? p->size : 1);
+}
+
+void h5s_pool_put(h5s_pool *p, void *buf)
+{
+    if (!buf)
+        return;
+    pthread_mutex_lock(&p->mu);
+    if (p->n < p->cap) {
+        p->free[p->n++] = buf;
+        buf = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    free(buf);
+}
