@@ -187,6 +187,8 @@ struct h5s_file {
 /* frames model hooks used by the file object */
 void h5s_frames_free(struct h5s_frames *fr);
 int h5s_frames_open_swmr(struct h5s_frames *fr);
+/* Declaration phase, last step: writes the frames dataset's layout attributes. */
+int h5s_frames_write_attrs(struct h5s_frames *fr);
 void h5s_frames_close_handles(struct h5s_frames *fr);
 int h5s_frames_submit_partial(struct h5s_frames *fr);
 /* Encodes a band into chunks (encoder thread). scratch: two buffers of chunk_bytes. */

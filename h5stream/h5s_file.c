@@ -430,6 +430,11 @@ int h5s_file_start_swmr(h5s_file *f)
         return h5s_error_set(H5S_ESTATE, "%s: SWMR already started", f->path);
     if (write_string_attr(f->fid, H5S_ATTR_MODELS, f->nframes ? "frames" : "") < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: cannot write %s", f->path, H5S_ATTR_MODELS);
+    for (size_t i = 0; i < f->nframes; i++) {
+        int rc = h5s_frames_write_attrs(f->frames[i]);
+        if (rc)
+            return rc;
+    }
     /* Datasets are reopened after the switch: access properties set before it can be lost
      * in HDF5 1.10.8 (DESIGN.md section 3). */
     H5Dclose(f->status_dset);

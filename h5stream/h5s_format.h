@@ -36,6 +36,13 @@ typedef struct {
 /* Compound type of h5s_status_row (memory and file layout). Caller closes it. */
 hid_t h5s_format_status_type(void);
 
+/*
+ * Attribute of a frames dataset (fixed-length string, written before SWMR starts):
+ * the names, within its group, of its per-frame payload datasets (timestamp and the
+ * declared values), comma-separated. Recovery trims exactly these, never a neighbour.
+ */
+#define H5S_ATTR_PER_FRAME "h5stream_per_frame"
+
 /* Default frames dataset (NeXus): data, its hard link, and the NeXus groups. */
 #define H5S_FRAMES_DEFAULT_PATH "/entry/instrument/detector/data"
 #define H5S_FRAMES_NXDATA_LINK "/entry/data/data"

@@ -285,6 +285,26 @@ int h5s_frames_add_scalar(h5s_frames *fr, const char *name, h5s_dtype dtype)
     return 0;
 }
 
+int h5s_frames_write_attrs(h5s_frames *fr)
+{
+    char list[H5S_MAX_SCALARS * H5S_NAME_MAX + H5S_NAME_MAX] = "";
+    size_t len = 0;
+    const char *names[H5S_MAX_SCALARS + 1];
+    names[0] = strrchr(fr->ts_path, '/') + 1;
+    for (unsigned i = 0; i < fr->nscalars; i++)
+        names[i + 1] = strrchr(fr->scalars[i].path, '/') + 1;
+    for (unsigned i = 0; i <= fr->nscalars; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? "," : "", names[i]);
+    hid_t d = H5Dopen2(fr->file->fid, fr->path, H5P_DEFAULT);
+    int rc = d >= 0 ? h5s_attr_string(d, H5S_ATTR_PER_FRAME, list) : -1;
+    if (d >= 0)
+        H5Dclose(d);
+    if (rc < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot write attribute %s", file_path(fr),
+                                fr->path, H5S_ATTR_PER_FRAME);
+    return 0;
+}
+
 int h5s_frames_open_swmr(h5s_frames *fr)
 {
     hid_t fid = fr->file->fid;

@@ -81,6 +81,7 @@ typedef struct {
     char marker[RC_PATH_MAX]; /* frame_id */
     char group[RC_PATH_MAX];  /* parent group, "/" for the root */
     char prefix[RC_PATH_MAX]; /* per-frame names start with this: "" or "NAME_" */
+    char per_frame[4096];     /* ",a,b," from the h5stream_per_frame attribute, or "" */
     haddr_t addr;             /* object address, to see each dataset once */
     uint64_t committed;       /* frame_id extent */
     uint64_t extent;          /* data extent */
@@ -300,6 +301,33 @@ static int probe_dataset(hid_t loc, const char *name, int *rank, hsize_t dims[RC
     return 1;
 }
 
+/* Reads the data's h5stream_per_frame attribute as ",a,b," into out ("" if absent). */
+static void read_per_frame_list(hid_t loc, const char *name, char *out, size_t outsize)
+{
+    out[0] = '\0';
+    if (H5Aexists_by_name(loc, name, H5S_ATTR_PER_FRAME, H5P_DEFAULT) <= 0)
+        return;
+    hid_t a = H5Aopen_by_name(loc, name, H5S_ATTR_PER_FRAME, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+    size_t n =
+        t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) ? H5Tget_size(t) : 0;
+    if (n > 0 && n + 3 <= outsize) {
+        out[0] = ',';
+        if (H5Aread(a, t, out + 1) >= 0) {
+            out[n + 1] = '\0';
+            size_t len = strlen(out);
+            out[len] = ',';
+            out[len + 1] = '\0';
+        } else {
+            out[0] = '\0';
+        }
+    }
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+}
+
 /*
  * H5Lvisit callback. Links, not objects: the default layout reaches the detector data
  * through two hard links, and H5Ovisit reports an object under the first name it meets,
@@ -330,6 +358,7 @@ static herr_t visit_link(hid_t root, const char *name, const H5L_info_t *info, v
     s.addr = info->u.address;
     s.extent = dims[0];
     s.committed = mdims[0];
+    read_per_frame_list(root, name, s.per_frame, sizeof s.per_frame);
     const char *slash = strrchr(s.data, '/');
     if (slash == s.data)
         snprintf(s.group, sizeof s.group, "/");
@@ -382,9 +411,17 @@ static herr_t collect_side(hid_t g, const char *name, const H5L_info_t *info, vo
     rc_group_walk *w = payload;
     rc_set *s = w->set;
     size_t plen = strlen(s->prefix);
-    if (info->type != H5L_TYPE_HARD || strncmp(name, s->prefix, plen) != 0 ||
-        best_prefix(w->sc, s->group, name) != plen)
+    if (info->type != H5L_TYPE_HARD)
         return 0;
+    if (s->per_frame[0]) {
+        /* The writer listed its per-frame datasets: take exactly those. */
+        char token[RC_PATH_MAX + 2];
+        snprintf(token, sizeof token, ",%s,", name);
+        if (!strstr(s->per_frame, token))
+            return 0;
+    } else if (strncmp(name, s->prefix, plen) != 0 || best_prefix(w->sc, s->group, name) != plen) {
+        return 0; /* a file from before the list: go by the naming rule */
+    }
     int rank = 0;
     hsize_t dims[RC_MAX_RANK], max0 = 0;
     if (!probe_dataset(g, name, &rank, dims, &max0) || rank != 1 || max0 != H5S_UNLIMITED)
@@ -765,7 +802,7 @@ static int recover(const char *path, h5s_recover_report *rep)
     char comm[64] = "";
     long pid = find_live_writer(&st, comm, sizeof comm);
     if (pid)
-        return h5s_error_set(H5S_EIO,
+        return h5s_error_set(H5S_ESTATE,
                              "%s: process %ld (%s) has it open for writing; recover only "
                              "a file whose writer has exited",
                              path, pid, comm);

@@ -223,10 +223,12 @@ typedef struct {
  * step, moves the end-of-allocation to the real end of file (never truncating, unlike
  * `h5clear -s` alone); then, for each frames dataset, trims payload datasets (data,
  * timestamp, per-frame values) to the commit marker's length, reads every committed
- * frame back to check it decodes, and marks the writer status closed.
+ * frame back to check it decodes, and marks the writer status closed. The payload
+ * datasets are those the data's h5stream_per_frame attribute lists (docs/format.md).
  * A file that was closed cleanly is checked the same way and left as it is.
  * out: filled in, may be NULL.
- * Errors: H5S_ENOTFOUND (no file), H5S_EIO (HDF5 cannot open or repair it),
+ * Errors: H5S_ENOTFOUND (no file), H5S_ESTATE (another process still has the file open
+ * for writing, seen in /proc on Linux), H5S_EIO (HDF5 cannot open or repair it),
  * H5S_EFORMAT (not an h5stream file, or a commit marker longer than its payload),
  * H5S_ECODEC (some committed frame does not decode; out says which).
  * Thread safety: no other process may have the file open for writing.

@@ -200,6 +200,8 @@ static void test_schema__custom_path_and_scalars(void **state)
     assert_true(H5Lexists(fid, "/cam2/spectrum_exposure", H5P_DEFAULT) > 0);
     assert_false(H5Lexists(fid, "/entry", H5P_DEFAULT) > 0);
     hid_t d = H5Dopen2(fid, "/cam2/spectrum", H5P_DEFAULT);
+    assert_string_equal(read_string_attr(d, "h5stream_per_frame"),
+                        "spectrum_timestamp,spectrum_exposure");
     hid_t dcpl = H5Dget_create_plist(d);
     hsize_t chunk[2];
     assert_int_equal(H5Pget_chunk(dcpl, 2, chunk), 2);

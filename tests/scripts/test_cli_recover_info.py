@@ -358,6 +358,10 @@ def check_damaged(p, checks, out_dir):
         d.resize(n + 3, axis=0)
         d[n:] = lib.ramp_frames(n, 3, shape, "uint16")
         f[TS_PATH].resize(n + 2, axis=0)
+        # A user's own log beside the detector data, longer than frame_id: not a
+        # per-frame dataset (h5stream_per_frame does not list it), so it must survive.
+        f.create_dataset("/entry/instrument/detector/operator_log", data=range(n + 40),
+                         maxshape=(None,), chunks=(16,))
     code, out, err = run(p, ["recover", extra])
     m = parse_recover(out)
     checks.check("uncommitted: recover exits 0 and drops 3 frames",
@@ -366,6 +370,9 @@ def check_damaged(p, checks, out_dir):
     with h5py.File(extra, "r") as f:
         checks.equal("uncommitted: extents trimmed to frame_id",
                      (f[lib.DATA_PATH].shape[0], f[TS_PATH].shape[0]), (n, n))
+        checks.equal("uncommitted: an unlisted neighbour dataset is left whole",
+                     list(f["/entry/instrument/detector/operator_log"][:]),
+                     list(range(n + 40)))
 
     # One chunk's bytes overwritten: the frame stays, recover names it and exits 1.
     bad_frame = 7
