@@ -1,7 +1,8 @@
 /*
- * h5s_format.h - private: the on-disk layout definitions shared by the writer engine
- * (h5stream/) and the readers (readers/). docs/format.md is the prose version of this
- * file; keep them in step.
+ * h5s_format.h - the on-disk layout, in C: names, the status row, the per-frame naming
+ * rule and the element types. Public: the writer engine, the readers, the tools and any
+ * other program reading h5stream files share it. docs/format.md is the prose version of
+ * this file; keep them in step.
  */
 #ifndef H5S_FORMAT_H
 #define H5S_FORMAT_H

@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "h5s_codec.h"
+#include "h5s_format.h"
 #include "h5s_error.h"
 
 /* ---- Test data ---- */
@@ -611,34 +612,6 @@ typedef struct {
     int random;         /* incompressible data */
 } h5_case;
 
-static hid_t h5_type(h5s_dtype dt)
-{
-    switch (dt) {
-    case H5S_INT8:
-        return H5T_STD_I8LE;
-    case H5S_UINT8:
-        return H5T_STD_U8LE;
-    case H5S_INT16:
-        return H5T_STD_I16LE;
-    case H5S_UINT16:
-        return H5T_STD_U16LE;
-    case H5S_INT32:
-        return H5T_STD_I32LE;
-    case H5S_UINT32:
-        return H5T_STD_U32LE;
-    case H5S_INT64:
-        return H5T_STD_I64LE;
-    case H5S_UINT64:
-        return H5T_STD_U64LE;
-    case H5S_FLOAT32:
-        return H5T_IEEE_F32LE;
-    case H5S_FLOAT64:
-        return H5T_IEEE_F64LE;
-    default:
-        return H5I_INVALID_HID;
-    }
-}
-
 static void tmp_path(char *buf, size_t n, const char *name)
 {
     const char *dir = getenv("H5S_TEST_TMP");
@@ -649,7 +622,7 @@ static void tmp_path(char *buf, size_t n, const char *name)
 static void write_case(hid_t file, size_t idx, const h5_case *k)
 {
     h5s_codec c = parsed(k->spec);
-    hid_t type = h5_type(k->dtype);
+    hid_t type = h5s_format_h5type(k->dtype);
     size_t ts = h5s_dtype_size(k->dtype), nelem = (size_t)(k->rows * k->cols);
     size_t nbytes = nelem * ts;
     hsize_t dims[2] = {k->rows, k->cols}, maxdims[2] = {H5S_UNLIMITED, k->cols};
@@ -734,7 +707,7 @@ static void verify_case(hid_t file, size_t idx, const h5_case *k)
     char name[32];
     snprintf(name, sizeof name, "ours%zu", idx);
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
-    assert_true(H5Dread(d, h5_type(k->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, back) >= 0);
+    assert_true(H5Dread(d, h5s_format_h5type(k->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, back) >= 0);
     H5Dclose(d);
     if (memcmp(back, data, nelem * ts) != 0)
         fail_msg("%s %s: HDF5 decoded our chunk to different data", k->spec,

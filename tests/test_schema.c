@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "h5s_engine.h"
@@ -238,6 +241,42 @@ static void test_schema__close_before_start_leaves_a_valid_file(void **state)
     H5Fclose(fid);
 }
 
+/* 1 if another open file description can take a shared flock on path right now. */
+static int can_flock(const char *p)
+{
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    int ok = flock(fd, LOCK_SH | LOCK_NB) == 0;
+    assert_true(ok || errno == EWOULDBLOCK);
+    close(fd);
+    return ok;
+}
+
+static void test_schema__locking_policy_reaches_hdf5(void **state)
+{
+    (void)state;
+    unsetenv("HDF5_USE_FILE_LOCKING"); /* it would override the policy under test */
+    /* HDF5 1.10 holds an exclusive flock on a file it writes, until SWMR starts; the policy
+     * decides whether it takes it (its file-access list does not report the setting). */
+    const struct {
+        h5s_locking policy;
+        int others_can_lock;
+    } cases[] = {{H5S_LOCKING_ON, 0}, {H5S_LOCKING_OFF, 1}, {H5S_LOCKING_BEST_EFFORT, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        h5s_file *f;
+        h5s_file_options o = H5S_FILE_OPTIONS_INIT;
+        o.locking = cases[i].policy;
+        assert_int_equal(h5s_file_create(&f, path, &o), 0);
+        assert_int_equal(can_flock(path), cases[i].others_can_lock);
+        assert_int_equal(h5s_file_close(f), 0);
+        assert_true(can_flock(path)); /* released at close */
+    }
+    h5s_file *f = NULL;
+    h5s_file_options o = H5S_FILE_OPTIONS_INIT;
+    o.locking = (h5s_locking)17;
+    assert_int_equal(h5s_file_create(&f, path, &o), H5S_EINVAL);
+}
+
 int main(void)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -248,6 +287,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema__custom_path_and_scalars, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema__close_before_start_leaves_a_valid_file, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_schema__locking_policy_reaches_hdf5, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

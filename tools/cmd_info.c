@@ -21,18 +21,11 @@
 
 #include "cli.h"
 #include "h5s_codec.h"
+#include "h5s_format.h"
 
 #define INFO_PATH_MAX 1024
 #define INFO_MAX_RANK 4
 #define INFO_MAX_FILTERS 16
-
-/* Writer status row, /h5stream/writer (docs/format.md). */
-#define INFO_STATUS_DATASET "/h5stream/writer"
-typedef struct {
-    int32_t state; /* 0 writing, 1 closed */
-    double heartbeat;
-    uint64_t committed;
-} info_status;
 
 typedef struct {
     int id;
@@ -126,56 +119,18 @@ static int read_int_attr(hid_t fid, const char *name, long long *out)
     return rc;
 }
 
-static int read_status(hid_t fid, info_status *st)
+static int read_status(hid_t fid, h5s_status_row *st)
 {
-    if (H5Lexists(fid, "/h5stream", H5P_DEFAULT) <= 0 ||
-        H5Lexists(fid, INFO_STATUS_DATASET, H5P_DEFAULT) <= 0)
+    if (H5Lexists(fid, H5S_STATUS_GROUP, H5P_DEFAULT) <= 0 ||
+        H5Lexists(fid, H5S_STATUS_DATASET, H5P_DEFAULT) <= 0)
         return -1;
-    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(info_status));
-    H5Tinsert(t, "state", HOFFSET(info_status, state), H5T_NATIVE_INT32);
-    H5Tinsert(t, "heartbeat", HOFFSET(info_status, heartbeat), H5T_NATIVE_DOUBLE);
-    H5Tinsert(t, "committed", HOFFSET(info_status, committed), H5T_NATIVE_UINT64);
-    hid_t d = H5Dopen2(fid, INFO_STATUS_DATASET, H5P_DEFAULT);
+    hid_t t = h5s_format_status_type();
+    hid_t d = H5Dopen2(fid, H5S_STATUS_DATASET, H5P_DEFAULT);
     int rc = d >= 0 && H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, st) >= 0 ? 0 : -1;
     if (d >= 0)
         H5Dclose(d);
     H5Tclose(t);
     return rc;
-}
-
-static h5s_dtype dtype_of(hid_t t)
-{
-    H5T_class_t cls = H5Tget_class(t);
-    size_t size = H5Tget_size(t);
-    if (cls == H5T_FLOAT)
-        return size == 4 ? H5S_FLOAT32 : size == 8 ? H5S_FLOAT64 : H5S_DTYPE_INVALID;
-    if (cls != H5T_INTEGER)
-        return H5S_DTYPE_INVALID;
-    int sgn = H5Tget_sign(t) == H5T_SGN_2;
-    switch (size) {
-    case 1:
-        return sgn ? H5S_INT8 : H5S_UINT8;
-    case 2:
-        return sgn ? H5S_INT16 : H5S_UINT16;
-    case 4:
-        return sgn ? H5S_INT32 : H5S_UINT32;
-    case 8:
-        return sgn ? H5S_INT64 : H5S_UINT64;
-    default:
-        return H5S_DTYPE_INVALID;
-    }
-}
-
-/* Sidecar name rule of docs/format.md: GROUP/what beside "data", else GROUP/NAME_what. */
-static int sidecar(char *out, size_t outsize, const char *data_path, const char *what)
-{
-    const char *slash = strrchr(data_path, '/');
-    const char *base = slash ? slash + 1 : data_path;
-    int glen = slash ? (int)(slash - data_path) : 0;
-    int n = strcmp(base, "data") == 0
-                ? snprintf(out, outsize, "%.*s/%s", glen, data_path, what)
-                : snprintf(out, outsize, "%.*s/%s_%s", glen, data_path, base, what);
-    return n < 0 || (size_t)n >= outsize ? -1 : 0;
 }
 
 /* Rank and extent of a dataset at name, or -1 if it is not a dataset. */
@@ -274,7 +229,7 @@ static void measure(hid_t fid, info_frames *fr)
     if (d < 0)
         return;
     hid_t t = H5Dget_type(d), s = H5Dget_space(d), dcpl = H5Dget_create_plist(d);
-    fr->dtype = dtype_of(t);
+    fr->dtype = h5s_format_dtype_of(t);
     if (fr->dtype == H5S_DTYPE_INVALID)
         snprintf(fr->type_desc, sizeof fr->type_desc, "class %d, %zu bytes", (int)H5Tget_class(t),
                  H5Tget_size(t));
@@ -330,7 +285,7 @@ static herr_t visit_link(hid_t root, const char *name, const H5L_info_t *li, voi
     info_frames *fr = &sc->sets[sc->nsets];
     memset(fr, 0, sizeof *fr);
     if (snprintf(fr->path, sizeof fr->path, "/%s", name) >= (int)sizeof fr->path ||
-        sidecar(fr->marker, sizeof fr->marker, fr->path, "frame_id") != 0 ||
+        h5s_format_sidecar(fr->marker, sizeof fr->marker, fr->path, H5S_SIDECAR_FRAME_ID) != 0 ||
         dataset_extent(sc->fid, fr->marker, mdims, NULL) != 1)
         return 0; /* not a frames dataset: no commit marker beside it */
     fr->addr = li->u.address;
@@ -369,7 +324,7 @@ static int scan(info_scan *sc)
 
 /* ---- Output ---- */
 
-static const char *state_name(int has_status, const info_status *st)
+static const char *state_name(int has_status, const h5s_status_row *st)
 {
     if (!has_status)
         return "unknown";
@@ -411,7 +366,7 @@ typedef struct {
     char format[64], creator[256], models[128];
     long long version;
     int has_format, has_version, has_status;
-    info_status status;
+    h5s_status_row status;
 } info_file;
 
 static void print_text(const info_file *f, const info_scan *sc)
@@ -433,7 +388,7 @@ static void print_text(const info_file *f, const info_scan *sc)
         printf("writer: %s; %" PRIu64 " items committed; last commit %s\n",
                state_name(1, &f->status), f->status.committed, when);
     else
-        printf("writer: unknown (no %s)\n", INFO_STATUS_DATASET);
+        printf("writer: unknown (no %s)\n", H5S_STATUS_DATASET);
     if (f->swmr && f->has_status && f->status.state == 0)
         printf("note: if the writer is no longer running, run `h5stream recover %s`\n", f->path);
     printf("frames datasets: %zu\n", sc->nsets);

@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "frame_source.h"
 #include "h5s_codec.h"
+#include "h5s_format.h"
 
 typedef enum { SRC_SIM, SRC_RAMP, SRC_RAW, SRC_H5 } source_kind;
 
@@ -615,60 +616,6 @@ static int raw_next(frame_source *s, void *buf)
 
 /* ---- HDF5 ---- */
 
-static hid_t dtype_h5type(h5s_dtype t)
-{
-    switch (t) {
-    case H5S_INT8:
-        return H5T_STD_I8LE;
-    case H5S_UINT8:
-        return H5T_STD_U8LE;
-    case H5S_INT16:
-        return H5T_STD_I16LE;
-    case H5S_UINT16:
-        return H5T_STD_U16LE;
-    case H5S_INT32:
-        return H5T_STD_I32LE;
-    case H5S_UINT32:
-        return H5T_STD_U32LE;
-    case H5S_INT64:
-        return H5T_STD_I64LE;
-    case H5S_UINT64:
-        return H5T_STD_U64LE;
-    case H5S_FLOAT32:
-        return H5T_IEEE_F32LE;
-    case H5S_FLOAT64:
-        return H5T_IEEE_F64LE;
-    default:
-        return H5I_INVALID_HID;
-    }
-}
-
-static h5s_dtype dtype_of_h5type(hid_t type)
-{
-    size_t size = H5Tget_size(type);
-    switch (H5Tget_class(type)) {
-    case H5T_INTEGER: {
-        int sign = H5Tget_sign(type) == H5T_SGN_2;
-        switch (size) {
-        case 1:
-            return sign ? H5S_INT8 : H5S_UINT8;
-        case 2:
-            return sign ? H5S_INT16 : H5S_UINT16;
-        case 4:
-            return sign ? H5S_INT32 : H5S_UINT32;
-        case 8:
-            return sign ? H5S_INT64 : H5S_UINT64;
-        default:
-            return H5S_DTYPE_INVALID;
-        }
-    }
-    case H5T_FLOAT:
-        return size == 4 ? H5S_FLOAT32 : size == 8 ? H5S_FLOAT64 : H5S_DTYPE_INVALID;
-    default:
-        return H5S_DTYPE_INVALID;
-    }
-}
-
 /* Splits FILE.h5:/dataset at the first ":/" whose left part is an existing file, so that
  * file names with colons still work. Returns 0, or FRAME_SOURCE_EDATA when no left part
  * exists (the message names the first candidate). */
@@ -778,7 +725,7 @@ static int h5_open(frame_source *s, const char *spec, const frame_source_options
     hsize_t hd[4] = {0, 0, 0, 0};
     H5Sget_simple_extent_dims(s->fspace, hd, NULL);
     hid_t ftype = H5Dget_type(s->dset);
-    h5s_dtype own = ftype >= 0 ? dtype_of_h5type(ftype) : H5S_DTYPE_INVALID;
+    h5s_dtype own = ftype >= 0 ? h5s_format_dtype_of(ftype) : H5S_DTYPE_INVALID;
     if (ftype >= 0)
         H5Tclose(ftype);
     if (own == H5S_DTYPE_INVALID) {
@@ -822,7 +769,7 @@ static int h5_open(frame_source *s, const char *spec, const frame_source_options
     hsize_t mdims[3] = {fdims[0], frank > 1 ? fdims[1] : 0, frank > 2 ? fdims[2] : 0};
     s->mspace = H5Screate_simple((int)frank, mdims, NULL);
     s->poisson = o->poisson;
-    s->memtype = s->poisson ? H5T_NATIVE_DOUBLE : dtype_h5type(s->dtype);
+    s->memtype = s->poisson ? H5T_NATIVE_DOUBLE : h5s_format_h5type(s->dtype);
     if (s->poisson && s->frame_elems > SIZE_MAX / sizeof(poisson_param)) {
         cli_errorf("%s: frames too large for memory", spec);
         return FRAME_SOURCE_EDATA;
