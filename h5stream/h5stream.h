@@ -45,7 +45,10 @@ extern "C" {
 typedef struct h5s_file h5s_file;
 typedef struct h5s_frames h5s_frames;
 
-/* File locking, with HDF5_USE_FILE_LOCKING's meanings. */
+/*
+ * File locking, with HDF5_USE_FILE_LOCKING's meanings. As in HDF5 itself, that variable,
+ * when set in the environment before HDF5 starts, overrides the policy of every file.
+ */
 typedef enum {
     H5S_LOCKING_ENV = 0, /* follow HDF5_USE_FILE_LOCKING if set, else HDF5's default (on) */
     H5S_LOCKING_ON,

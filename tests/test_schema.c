@@ -255,7 +255,6 @@ static int can_flock(const char *p)
 static void test_schema__locking_policy_reaches_hdf5(void **state)
 {
     (void)state;
-    unsetenv("HDF5_USE_FILE_LOCKING"); /* it would override the policy under test */
     /* HDF5 1.10 holds an exclusive flock on a file it writes, until SWMR starts; the policy
      * decides whether it takes it (its file-access list does not report the setting). */
     const struct {
@@ -279,6 +278,9 @@ static void test_schema__locking_policy_reaches_hdf5(void **state)
 
 int main(void)
 {
+    /* HDF5 reads this once, at its first call, and lets it override every file's own
+     * locking setting: clear it so the locking test sees the policy alone. */
+    unsetenv("HDF5_USE_FILE_LOCKING");
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_schema__file_options_are_checked, setup, teardown),
