@@ -2,7 +2,7 @@
  * h5s_format.h - the on-disk layout, in C: names, the status row, the per-frame naming
  * rule and the element types. Public: the writer engine, the readers, the tools and any
  * other program reading h5stream files share it. docs/format.md is the prose version of
- * this file; keep them in step.
+ * this file; keep them in step. Every function here is pure and thread-safe.
  */
 #ifndef H5S_FORMAT_H
 #define H5S_FORMAT_H

@@ -114,7 +114,9 @@ typedef struct {
  * /entry/instrument/detector/data, which also creates /entry (NXentry),
  * /entry/instrument (NXinstrument), /entry/instrument/detector (NXdetector) and
  * /entry/data (NXdata, signal "data") with a hard link data -> the detector data.
- * Missing parent groups are created.
+ * Missing parent groups are created. The NeXus classes follow the NeXus base classes
+ * (NXentry, NXinstrument, NXdetector, NXdata) as areaDetector's NDFileHDF5 writes them.
+ * opts: copied; see h5s_frames_options for shapes (elements, slowest axis first).
  * out: borrowed handle, valid until h5s_file_close.
  * Errors: H5S_ESTATE after h5s_file_start_swmr; H5S_EINVAL for a bad shape, tile,
  * dtype or codec, or an existing path; H5S_EIO when HDF5 fails.
@@ -127,14 +129,20 @@ int h5s_frames_create(h5s_frames **out, h5s_file *file, const char *path,
  * Declares a per-frame value written in lockstep with the frames, as the dataset
  * beside frame_id named as docs/format.md says ([N], dtype). Values are passed to
  * h5s_frames_append as doubles in declaration order and cast to dtype.
- * Errors: H5S_ESTATE after start; H5S_EINVAL for a bad name or dtype or a name in use.
+ * name: [A-Za-z0-9_ ...] without '/', not "frame_id" or "timestamp"; copied.
+ * Errors: H5S_ESTATE after start; H5S_EINVAL for a bad name or dtype or a name in use;
+ * H5S_EIO when HDF5 fails. Thread safety: declaration phase, one thread.
+ * Follows areaDetector's "attributes as datasets": per-frame metadata lives in datasets,
+ * because SWMR forbids attribute changes once writing has started.
  */
 int h5s_frames_add_scalar(h5s_frames *frames, const char *name, h5s_dtype dtype);
 
 /*
  * Creates a hard link link_path -> target_path (an existing object), creating missing
- * parent groups. Errors: H5S_ESTATE after start; H5S_ENOTFOUND if target is missing;
- * H5S_EINVAL if link_path exists.
+ * parent groups (as rust-hdf5's create_hard_link). Both paths absolute; copied.
+ * Errors: H5S_ESTATE after start; H5S_ENOTFOUND if target is missing; H5S_EINVAL if
+ * link_path exists or a path is relative; H5S_EIO when HDF5 fails.
+ * Thread safety: declaration phase, one thread.
  */
 int h5s_file_link(h5s_file *file, const char *link_path, const char *target_path);
 
@@ -144,6 +152,8 @@ int h5s_file_link(h5s_file *file, const char *link_path, const char *target_path
  * signals reach the application's own threads). Readers may open the file from here.
  * Errors: H5S_ESTATE if already started; H5S_EIO if HDF5 refuses SWMR (for example on
  * a file system without the needed locking); H5S_ENOMEM.
+ * Thread safety: call once, from the thread that declared the schema.
+ * Follows HDF5's SWMR rules (docs/format.md): every object exists before this call.
  */
 int h5s_file_start_swmr(h5s_file *file);
 
@@ -207,7 +217,7 @@ int h5s_file_stats_get(h5s_file *file, h5s_file_stats *out);
  */
 int h5s_file_close(h5s_file *file);
 
-/* Path the file was created at (borrowed). */
+/* Path the file was created at (borrowed, valid until h5s_file_close). Thread-safe. */
 const char *h5s_file_path(const h5s_file *file);
 
 /* What h5s_recover found and did. */
