@@ -38,7 +38,7 @@ int main(int argc, char **argv)
             break;
         for (; seen < count && rc == 0; seen++) {
             uint64_t id;
-            h5s_frame_summary s;
+            h5s_frame_summary s = {0};
             rc = h5s_reader_read(r, seen, 1, frame, shape.frame_bytes);
             if (!rc)
                 rc = h5s_reader_read_meta(r, seen, 1, &id, NULL);

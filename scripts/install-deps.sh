@@ -9,7 +9,7 @@ packages=(
     libblosc-dev hdf5-filter-plugin-blosc-serial  # Blosc and hdf5-blosc (filter 32001)
     zlib1g-dev libjansson-dev libcmocka-dev  # deflate, JSON output, unit tests
     python3 python3-h5py python3-hdf5plugin python3-numpy  # independent readers in tests
-    clang-format                             # formatting check in the test run
+    clang-format cppcheck                    # formatting and static checks in the test run
 )
 
 missing=()
