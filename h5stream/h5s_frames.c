@@ -71,8 +71,8 @@ static int create_nexus_groups(hid_t fid)
     return 0;
 }
 
-/* A 1-D unlimited chunked dataset for per-frame values. */
-static int create_meta_dataset(hid_t fid, const char *path, hid_t type)
+/* A 1-D unlimited chunked dataset for per-frame values, with NeXus units if given. */
+static int create_meta_dataset(hid_t fid, const char *path, hid_t type, const char *units)
 {
     hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = H5S_META_CHUNK;
     hid_t space = H5Screate_simple(1, &zero, &unlimited);
@@ -86,8 +86,9 @@ static int create_meta_dataset(hid_t fid, const char *path, hid_t type)
     H5Sclose(space);
     if (d < 0)
         return -1;
+    int rc = units ? h5s_attr_string(d, "units", units) : 0;
     H5Dclose(d);
-    return 0;
+    return rc;
 }
 
 static int check_options(const h5s_frames_options *o, const char *where)
@@ -233,8 +234,8 @@ int h5s_frames_create(h5s_frames **out, h5s_file *file, const char *path,
     }
     if ((rc = create_data_dataset(fr)) != 0)
         goto fail;
-    if (create_meta_dataset(file->fid, fr->id_path, H5T_STD_U64LE) < 0 ||
-        create_meta_dataset(file->fid, fr->ts_path, H5T_IEEE_F64LE) < 0) {
+    if (create_meta_dataset(file->fid, fr->id_path, H5T_STD_U64LE, NULL) < 0 ||
+        create_meta_dataset(file->fid, fr->ts_path, H5T_IEEE_F64LE, "s") < 0) {
         rc = h5s_error_set_h5(H5S_EIO, "%s: cannot create the per-frame datasets of %s", file->path,
                               p);
         goto fail;
@@ -277,7 +278,7 @@ int h5s_frames_add_scalar(h5s_frames *fr, const char *name, h5s_dtype dtype)
         return rc;
     if (h5s_path_exists(fr->file->fid, s->path))
         return h5s_error_set(H5S_EINVAL, "%s: %s already exists", file_path(fr), s->path);
-    if (create_meta_dataset(fr->file->fid, s->path, h5s_format_h5type(dtype)) < 0)
+    if (create_meta_dataset(fr->file->fid, s->path, h5s_format_h5type(dtype), NULL) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: cannot create %s", file_path(fr), s->path);
     s->dtype = dtype;
     s->dset = H5I_INVALID_HID;
