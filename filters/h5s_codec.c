@@ -254,6 +254,58 @@ int h5s_codec_set_dcpl(hid_t dcpl, const h5s_codec *c)
     return h5s_error_set(H5S_EINVAL, "codec: unknown codec kind %d", (int)c->kind);
 }
 
+int h5s_codec_from_dcpl(h5s_codec *out, hid_t dcpl)
+{
+    enum { MAX_FILTERS = 4, MAX_CD = 8 };
+    H5Z_filter_t ids[MAX_FILTERS];
+    unsigned cd[MAX_FILTERS][MAX_CD];
+    size_t ncd[MAX_FILTERS];
+    int n = H5Pget_nfilters(dcpl);
+    if (n < 0)
+        return h5s_error_set_h5(H5S_EFORMAT, "codec: cannot read the filter pipeline");
+    char names[256] = "";
+    size_t len = 0;
+    for (int i = 0; i < n && i < MAX_FILTERS; i++) {
+        unsigned flags = 0, config = 0;
+        char name[64] = "";
+        ncd[i] = MAX_CD;
+        ids[i] =
+            H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd[i], cd[i], sizeof name, name, &config);
+        if (ncd[i] > MAX_CD)
+            ncd[i] = MAX_CD;
+        int w = snprintf(names + len, sizeof names - len, "%s%d", i ? ", " : "", (int)ids[i]);
+        if (w > 0 && (size_t)w < sizeof names - len)
+            len += (size_t)w;
+    }
+    h5s_codec c = H5S_CODEC_INIT;
+    if (n == 0) {
+        c.kind = H5S_CODEC_NONE;
+    } else if (n == 1 && ids[0] == H5Z_FILTER_DEFLATE) {
+        c.kind = H5S_CODEC_DEFLATE;
+        c.level = ncd[0] >= 1 ? (int)cd[0][0] : 6;
+    } else if (n == 2 && ids[0] == H5Z_FILTER_SHUFFLE && ids[1] == H5Z_FILTER_DEFLATE) {
+        c.kind = H5S_CODEC_DEFLATE;
+        c.shuffle = H5S_SHUFFLE_BYTE;
+        c.level = ncd[1] >= 1 ? (int)cd[1][0] : 6;
+    } else if (n == 1 && ids[0] == H5S_FILTER_BLOSC) {
+        c.kind = H5S_CODEC_BLOSC;
+        c.level = ncd[0] > 4 ? (int)cd[0][4] : 5;
+        c.shuffle = ncd[0] > 5 ? (h5s_shuffle)cd[0][5] : H5S_SHUFFLE_BYTE;
+        c.blosc_compressor = ncd[0] > 6 ? (h5s_blosc_compressor)cd[0][6] : H5S_BLOSC_BLOSCLZ;
+    } else {
+        return h5s_error_set(H5S_EFORMAT,
+                             "codec: filter pipeline (%s) is not one h5stream writes (none, "
+                             "[shuffle+]deflate, Blosc)",
+                             names);
+    }
+    int rc = h5s_codec_validate(&c);
+    if (rc)
+        return h5s_error_set(H5S_EFORMAT, "codec: filter settings out of range: %s",
+                             h5s_error_message());
+    *out = c;
+    return 0;
+}
+
 /* ---- Encoding and decoding ---- */
 
 size_t h5s_codec_bound(const h5s_codec *c, size_t nbytes)

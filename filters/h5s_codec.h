@@ -52,6 +52,16 @@ int h5s_codec_validate(const h5s_codec *c);
 int h5s_codec_set_dcpl(hid_t dcpl, const h5s_codec *c);
 
 /*
+ * The inverse of h5s_codec_set_dcpl: reads a dataset creation property list's filter
+ * pipeline back as a codec. Recognises exactly the pipelines h5stream writes: none,
+ * deflate, shuffle then deflate, and Blosc (cd_values[4..6]; absent ones take
+ * hdf5-blosc's defaults: level 5, byte shuffle, blosclz).
+ * Returns 0, or H5S_EFORMAT for any other pipeline (the message lists its filters).
+ * Thread-safe.
+ */
+int h5s_codec_from_dcpl(h5s_codec *out, hid_t dcpl);
+
+/*
  * Largest number of bytes h5s_codec_encode can produce for nbytes of input.
  */
 size_t h5s_codec_bound(const h5s_codec *c, size_t nbytes);

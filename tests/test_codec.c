@@ -818,6 +818,44 @@ static int group_setup(void **state)
     return 0;
 }
 
+static void test_codec__from_dcpl_round_trip(void **state)
+{
+    (void)state;
+    const char *specs[] = {"none",
+                           "deflate:1",
+                           "deflate:9:shuffle",
+                           "blosc:blosclz:0:noshuffle",
+                           "blosc:lz4:5:shuffle",
+                           "blosc:lz4hc:9:bitshuffle",
+                           "blosc:zlib:3:shuffle",
+                           "blosc:zstd:7:bitshuffle"};
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        h5s_codec want, got;
+        assert_int_equal(h5s_codec_parse(&want, specs[i]), 0);
+        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        assert_int_equal(h5s_codec_set_dcpl(dcpl, &want), 0);
+        memset(&got, 0xff, sizeof got);
+        assert_int_equal(h5s_codec_from_dcpl(&got, dcpl), 0);
+        char a[64], b[64];
+        assert_int_equal(h5s_codec_format(&want, a, sizeof a), 0);
+        assert_int_equal(h5s_codec_format(&got, b, sizeof b), 0);
+        assert_string_equal(b, a);
+        H5Pclose(dcpl);
+    }
+    /* Pipelines h5stream never writes are refused, naming their filters. */
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_fletcher32(dcpl);
+    h5s_codec c;
+    assert_int_equal(h5s_codec_from_dcpl(&c, dcpl), H5S_EFORMAT);
+    assert_non_null(strstr(h5s_error_message(), "(3)"));
+    H5Pclose(dcpl);
+    dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_deflate(dcpl, 4);
+    H5Pset_shuffle(dcpl); /* shuffle after deflate: not h5stream's order */
+    assert_int_equal(h5s_codec_from_dcpl(&c, dcpl), H5S_EFORMAT);
+    H5Pclose(dcpl);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -835,6 +873,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_codec__decode_corrupt),
         cmocka_unit_test(test_codec__filters_init),
         cmocka_unit_test(test_codec__set_dcpl),
+        cmocka_unit_test(test_codec__from_dcpl_round_trip),
         cmocka_unit_test(test_codec__hdf5_none),
         cmocka_unit_test(test_codec__hdf5_deflate),
         cmocka_unit_test(test_codec__hdf5_blosc),

@@ -161,32 +161,10 @@ static int dataset_extent(hid_t loc, const char *name, hsize_t dims[INFO_MAX_RAN
 
 /* Describes the pipeline as an --compress spec when it is one h5stream writes (none,
  * [shuffle] deflate, Blosc), else as the list of filter names and ids. */
-static void describe_codec(info_frames *fr)
+static void describe_codec(info_frames *fr, hid_t dcpl)
 {
-    h5s_codec c = H5S_CODEC_INIT;
-    int known = 1;
-    if (fr->nfilters == 0) {
-        c.kind = H5S_CODEC_NONE;
-    } else if (fr->nfilters == 1 && fr->filters[0].id == H5Z_FILTER_DEFLATE) {
-        c.kind = H5S_CODEC_DEFLATE;
-        c.level = fr->filters[0].ncd >= 1 ? (int)fr->filters[0].cd[0] : 6;
-    } else if (fr->nfilters == 2 && fr->filters[0].id == H5Z_FILTER_SHUFFLE &&
-               fr->filters[1].id == H5Z_FILTER_DEFLATE) {
-        c.kind = H5S_CODEC_DEFLATE;
-        c.shuffle = H5S_SHUFFLE_BYTE;
-        c.level = fr->filters[1].ncd >= 1 ? (int)fr->filters[1].cd[0] : 6;
-    } else if (fr->nfilters == 1 && fr->filters[0].id == H5S_FILTER_BLOSC) {
-        /* hdf5-blosc's cd_values: 0 filter revision, 1 Blosc version, 2 type size,
-         * 3 chunk bytes, 4 level, 5 shuffle, 6 compressor; absent ones take its
-         * defaults (5, byte shuffle, blosclz). */
-        const info_filter *f = &fr->filters[0];
-        c.kind = H5S_CODEC_BLOSC;
-        c.level = f->ncd > 4 ? (int)f->cd[4] : 5;
-        c.shuffle = f->ncd > 5 ? (h5s_shuffle)f->cd[5] : H5S_SHUFFLE_BYTE;
-        c.blosc_compressor = f->ncd > 6 ? (h5s_blosc_compressor)f->cd[6] : H5S_BLOSC_BLOSCLZ;
-    } else {
-        known = 0;
-    }
+    h5s_codec c;
+    int known = h5s_codec_from_dcpl(&c, dcpl) == 0;
     if (known && h5s_codec_format(&c, fr->codec, sizeof fr->codec) == 0)
         return;
     size_t len = 0;
@@ -218,7 +196,7 @@ static void read_pipeline(hid_t dcpl, info_frames *fr)
             f->ncd = sizeof f->cd / sizeof f->cd[0];
         fr->nfilters++;
     }
-    describe_codec(fr);
+    describe_codec(fr, dcpl);
 }
 
 /* ---- Finding and measuring frames datasets ---- */
