@@ -159,6 +159,8 @@ struct h5s_frames {
     size_t p_cap;
     uint64_t chunk_writes;
     uint64_t break_after; /* test seam: see h5s_frames_test_break_after */
+    int adopted;          /* found in the file by h5s_file_open_append */
+    int sealed;           /* adopted with a padded partial last chunk: no appends */
 };
 
 struct h5s_file {
@@ -185,6 +187,8 @@ struct h5s_file {
 };
 
 /* frames model hooks used by the file object */
+/* Finds and adopts every frames dataset of a file opened for appending. */
+int h5s_frames_adopt_all(struct h5s_file *f);
 void h5s_frames_free(struct h5s_frames *fr);
 int h5s_frames_open_swmr(struct h5s_frames *fr);
 /* Declaration phase, last step: writes the frames dataset's layout attributes. */

@@ -35,8 +35,11 @@ static double wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Writes (or, before SWMR starts, replaces) a fixed-length string attribute. */
 static int write_string_attr(hid_t obj, const char *name, const char *value)
 {
+    if (H5Aexists(obj, name) > 0 && H5Adelete(obj, name) < 0)
+        return -1;
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, strlen(value) > 0 ? strlen(value) : 1);
     H5Tset_strpad(type, H5T_STR_NULLTERM);
@@ -118,16 +121,12 @@ static hid_t make_fapl(const h5s_file_options *o)
     return fapl;
 }
 
-int h5s_file_create(h5s_file **out, const char *path, const h5s_file_options *opts)
+static int check_file_options(const h5s_file_options *opts, const char *path, h5s_file_options *out)
 {
-    h5s_error_clear();
-    h5s_hdf5_quiet();
-    if (!out || !path || !path[0])
-        return h5s_error_set(H5S_EINVAL, "h5s_file_create: no output or path given");
-    *out = NULL;
     h5s_file_options o = H5S_FILE_OPTIONS_INIT;
     if (opts)
         o = *opts;
+    *out = o;
     if (o.version != H5S_FILE_OPTIONS_VERSION)
         return h5s_error_set(H5S_EINVAL, "%s: options version %u, expected %u", path, o.version,
                              H5S_FILE_OPTIONS_VERSION);
@@ -139,10 +138,21 @@ int h5s_file_create(h5s_file **out, const char *path, const h5s_file_options *op
                              o.encode_threads);
     if (o.locking < H5S_LOCKING_ENV || o.locking > H5S_LOCKING_BEST_EFFORT)
         return h5s_error_set(H5S_EINVAL, "%s: unknown locking policy %d", path, (int)o.locking);
-    int rc = h5s_filters_init();
+    return h5s_filters_init();
+}
+
+/* A file object in its declaration phase, with no HDF5 file yet. */
+static int file_new(h5s_file **out, const char *path, const h5s_file_options *opts)
+{
+    h5s_error_clear();
+    h5s_hdf5_quiet();
+    if (!out || !path || !path[0])
+        return h5s_error_set(H5S_EINVAL, "h5stream: no output or path given");
+    *out = NULL;
+    h5s_file_options o;
+    int rc = check_file_options(opts, path, &o);
     if (rc)
         return rc;
-
     h5s_file *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
         free(f);
@@ -153,35 +163,138 @@ int h5s_file_create(h5s_file **out, const char *path, const h5s_file_options *op
              o.creator ? o.creator : "h5stream " H5S_VERSION_STRING);
     f->opts.creator = f->creator;
     f->status_dset = H5I_INVALID_HID;
+    f->fid = H5I_INVALID_HID;
+    *out = f;
+    return 0;
+}
 
-    hid_t fapl = make_fapl(&o);
+/* Frees a file object that never started SWMR, closing what it opened. */
+static void file_discard(h5s_file *f)
+{
+    if (f->status_dset >= 0)
+        H5Dclose(f->status_dset);
+    for (size_t i = 0; i < f->nframes; i++)
+        h5s_frames_free(f->frames[i]);
+    free(f->frames);
+    if (f->fid >= 0)
+        H5Fclose(f->fid);
+    free(f->path);
+    free(f);
+}
+
+int h5s_file_create(h5s_file **out, const char *path, const h5s_file_options *opts)
+{
+    h5s_file *f;
+    int rc = file_new(&f, path, opts);
+    if (rc)
+        return rc;
+    hid_t fapl = make_fapl(&f->opts);
     f->fid = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (f->fid < 0) {
         rc = h5s_error_set_h5(H5S_EIO, "%s: cannot create the file", path);
-        free(f->path);
-        free(f);
+        file_discard(f);
         return rc;
     }
     if (write_string_attr(f->fid, H5S_ATTR_FORMAT, H5S_FORMAT_NAME) < 0 ||
         write_int_attr(f->fid, H5S_ATTR_FORMAT_VERSION, H5S_FORMAT_VERSION) < 0 ||
         write_string_attr(f->fid, H5S_ATTR_CREATOR, f->creator) < 0) {
         rc = h5s_error_set_h5(H5S_EIO, "%s: cannot write the root attributes", path);
-        H5Fclose(f->fid);
-        free(f->path);
-        free(f);
+        file_discard(f);
         return rc;
     }
     rc = create_status(f);
     if (rc) {
-        H5Dclose(f->status_dset);
-        H5Fclose(f->fid);
-        free(f->path);
-        free(f);
+        file_discard(f);
         return rc;
     }
     *out = f;
     return 0;
+}
+
+/* 1 when the root attribute name holds the string want. */
+static int root_string_is(hid_t fid, const char *name, const char *want)
+{
+    char buf[64] = "";
+    hid_t a = H5Aexists(fid, name) > 0 ? H5Aopen(fid, name, H5P_DEFAULT) : H5I_INVALID_HID;
+    hid_t t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+    int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) &&
+             H5Tget_size(t) < sizeof buf && H5Aread(a, t, buf) >= 0 && strcmp(buf, want) == 0;
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    return ok;
+}
+
+static int root_int(hid_t fid, const char *name, int *value)
+{
+    hid_t a = H5Aexists(fid, name) > 0 ? H5Aopen(fid, name, H5P_DEFAULT) : H5I_INVALID_HID;
+    int ok = a >= 0 && H5Aread(a, H5T_NATIVE_INT, value) >= 0;
+    if (a >= 0)
+        H5Aclose(a);
+    return ok;
+}
+
+int h5s_file_open_append(h5s_file **out, const char *path, const h5s_file_options *opts)
+{
+    h5s_file *f;
+    int rc = file_new(&f, path, opts);
+    if (rc)
+        return rc;
+    if (access(path, F_OK) != 0) {
+        file_discard(f);
+        return h5s_error_set(H5S_ENOTFOUND, "%s: no such file", path);
+    }
+    hid_t fapl = make_fapl(&f->opts);
+    f->fid = H5Fopen(path, H5F_ACC_RDWR, fapl);
+    H5Pclose(fapl);
+    if (f->fid < 0) {
+        rc = h5s_error_set_h5(H5S_EIO,
+                              "%s: cannot open it to append (if its writer was killed, run "
+                              "`h5stream recover` first)",
+                              path);
+        file_discard(f);
+        return rc;
+    }
+    int version = 0;
+    if (!root_string_is(f->fid, H5S_ATTR_FORMAT, H5S_FORMAT_NAME) ||
+        !root_int(f->fid, H5S_ATTR_FORMAT_VERSION, &version) || version != H5S_FORMAT_VERSION) {
+        file_discard(f);
+        return h5s_error_set(H5S_EFORMAT, "%s: not an h5stream file of format version %d", path,
+                             H5S_FORMAT_VERSION);
+    }
+    f->status_dset = H5Dopen2(f->fid, H5S_STATUS_DATASET, H5P_DEFAULT);
+    if (f->status_dset < 0) {
+        file_discard(f);
+        return h5s_error_set(H5S_EFORMAT, "%s: no %s", path, H5S_STATUS_DATASET);
+    }
+    rc = h5s_frames_adopt_all(f);
+    if (rc) {
+        file_discard(f);
+        return rc;
+    }
+    uint64_t committed = 0;
+    for (size_t i = 0; i < f->nframes; i++)
+        committed += f->frames[i]->committed;
+    atomic_store(&f->st_committed, committed);
+    *out = f;
+    return 0;
+}
+
+int h5s_frames_get(h5s_frames **out, h5s_file *file, const char *path)
+{
+    if (!out || !file)
+        return h5s_error_set(H5S_EINVAL, "h5s_frames_get: NULL argument");
+    if (!path || strcmp(path, H5S_FRAMES_NXDATA_LINK) == 0)
+        path = H5S_FRAMES_DEFAULT_PATH;
+    for (size_t i = 0; i < file->nframes; i++) {
+        if (strcmp(file->frames[i]->path, path) == 0) {
+            *out = file->frames[i];
+            return 0;
+        }
+    }
+    return h5s_error_set(H5S_ENOTFOUND, "%s: no frames dataset %s", file->path, path);
 }
 
 const char *h5s_file_path(const h5s_file *file)
@@ -431,10 +544,14 @@ int h5s_file_start_swmr(h5s_file *f)
     if (write_string_attr(f->fid, H5S_ATTR_MODELS, f->nframes ? "frames" : "") < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: cannot write %s", f->path, H5S_ATTR_MODELS);
     for (size_t i = 0; i < f->nframes; i++) {
-        int rc = h5s_frames_write_attrs(f->frames[i]);
+        int rc = f->frames[i]->adopted ? 0 : h5s_frames_write_attrs(f->frames[i]);
         if (rc)
             return rc;
     }
+    /* A file reopened to append says "closed" until now; readers must see it live. */
+    int rc_status = write_status(f, H5S_STATE_WRITING);
+    if (rc_status)
+        return rc_status;
     /* Datasets are reopened after the switch: access properties set before it can be lost
      * in HDF5 1.10.8 (DESIGN.md section 3). */
     H5Dclose(f->status_dset);

@@ -251,6 +251,213 @@ fail:
     return rc;
 }
 
+/* ---- Reopening a file to append ------------------------------------------------- */
+
+/* Extent along the first axis of the dataset at path, or -1. */
+static int64_t extent_of(hid_t fid, const char *path)
+{
+    hid_t d = H5Dopen2(fid, path, H5P_DEFAULT);
+    if (d < 0)
+        return -1;
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[H5S_DSET_RANK_MAX + 1];
+    int rank = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
+    int64_t n =
+        rank >= 1 && rank <= H5S_DSET_RANK_MAX && H5Sget_simple_extent_dims(sp, dims, NULL) >= 0
+            ? (int64_t)dims[0]
+            : -1;
+    if (sp >= 0)
+        H5Sclose(sp);
+    H5Dclose(d);
+    return n;
+}
+
+/* Reads the layout of the data dataset into fr->opts. */
+static int read_layout(h5s_frames *fr, hid_t d)
+{
+    const char *where = file_path(fr);
+    hid_t type = H5Dget_type(d), space = H5Dget_space(d), dcpl = H5Dget_create_plist(d);
+    hsize_t dims[H5S_DSET_RANK_MAX], chunk[H5S_DSET_RANK_MAX];
+    int rank = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    int rc = 0;
+    h5s_frames_options *o = &fr->opts;
+    *o = (h5s_frames_options)H5S_FRAMES_OPTIONS_INIT;
+    o->dtype = type >= 0 ? h5s_format_dtype_of(type) : H5S_DTYPE_INVALID;
+    if (o->dtype == H5S_DTYPE_INVALID || rank < 2 || rank > H5S_DSET_RANK_MAX ||
+        H5Sget_simple_extent_dims(space, dims, NULL) < 0 || H5Pget_layout(dcpl) != H5D_CHUNKED ||
+        H5Pget_chunk(dcpl, rank, chunk) != rank) {
+        rc = h5s_error_set(H5S_EFORMAT, "%s: %s: not a chunked [N, frame...] numeric dataset",
+                           where, fr->path);
+    } else {
+        o->rank = (unsigned)rank - 1;
+        for (unsigned i = 0; i < o->rank; i++) {
+            o->dims[i] = dims[1 + i];
+            o->tile[i] = chunk[1 + i];
+        }
+        o->frames_per_chunk = (uint32_t)chunk[0];
+        if (H5Pget_fill_value(dcpl, H5T_NATIVE_DOUBLE, &o->fill_value) < 0)
+            o->fill_value = 0;
+        rc = h5s_codec_from_dcpl(&o->codec, dcpl);
+        if (rc)
+            rc = h5s_error_set(rc, "%s: %s: %s", where, fr->path, h5s_error_message());
+    }
+    if (type >= 0)
+        H5Tclose(type);
+    if (space >= 0)
+        H5Sclose(space);
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    return rc;
+}
+
+/* Declares the per-frame values listed in the data's h5stream_per_frame attribute. */
+static int adopt_scalars(h5s_frames *fr, hid_t d)
+{
+    char list[H5S_MAX_SCALARS * H5S_NAME_MAX] = "";
+    hid_t a = H5Aopen(d, H5S_ATTR_PER_FRAME, H5P_DEFAULT);
+    hid_t t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+    int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) &&
+             H5Tget_size(t) < sizeof list && H5Aread(a, t, list) >= 0;
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    if (!ok)
+        return h5s_error_set(H5S_EFORMAT, "%s: %s: unreadable %s attribute", file_path(fr),
+                             fr->path, H5S_ATTR_PER_FRAME);
+    const char *ts_name = strrchr(fr->ts_path, '/') + 1;
+    int group_len = (int)(strrchr(fr->path, '/') - fr->path);
+    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+         name = strtok_r(NULL, ",", &save)) {
+        if (strcmp(name, ts_name) == 0)
+            continue;
+        if (fr->nscalars == H5S_MAX_SCALARS)
+            return h5s_error_set(H5S_EFORMAT, "%s: %s: more than %d per-frame values",
+                                 file_path(fr), fr->path, H5S_MAX_SCALARS);
+        h5s_scalar *sc = &fr->scalars[fr->nscalars];
+        memset(sc, 0, sizeof *sc);
+        snprintf(sc->name, sizeof sc->name, "%s", name);
+        snprintf(sc->path, sizeof sc->path, "%.*s/%s", group_len, fr->path, name);
+        hid_t sd = H5Dopen2(fr->file->fid, sc->path, H5P_DEFAULT);
+        hid_t st = sd >= 0 ? H5Dget_type(sd) : H5I_INVALID_HID;
+        sc->dtype = st >= 0 ? h5s_format_dtype_of(st) : H5S_DTYPE_INVALID;
+        if (st >= 0)
+            H5Tclose(st);
+        if (sd >= 0)
+            H5Dclose(sd);
+        if (sc->dtype == H5S_DTYPE_INVALID)
+            return h5s_error_set(H5S_EFORMAT, "%s: per-frame dataset %s is missing or not numeric",
+                                 file_path(fr), sc->path);
+        sc->dset = H5I_INVALID_HID;
+        fr->nscalars++;
+    }
+    return 0;
+}
+
+/* Builds the frames object of an existing dataset; the counts come from its marker. */
+static int adopt(h5s_file *f, const char *path)
+{
+    h5s_frames *fr = calloc(1, sizeof *fr);
+    h5s_frames **grown = realloc(f->frames, (f->nframes + 1) * sizeof *grown);
+    if (!fr || !grown) {
+        free(fr);
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    }
+    f->frames = grown;
+    fr->file = f;
+    fr->adopted = 1;
+    fr->dset = fr->id_dset = fr->ts_dset = H5I_INVALID_HID;
+    snprintf(fr->path, sizeof fr->path, "%s", path);
+    pthread_mutex_init(&fr->mu, NULL);
+    hid_t d = H5Dopen2(f->fid, path, H5P_DEFAULT);
+    int rc = d < 0 ? h5s_error_set_h5(H5S_EIO, "%s: cannot open %s", f->path, path) : 0;
+    if (!rc && !(rc = read_layout(fr, d)) && !(rc = check_options(&fr->opts, f->path)) &&
+        !(rc = layout(fr)) &&
+        !(rc = h5s_format_sidecar(fr->id_path, sizeof fr->id_path, path, H5S_SIDECAR_FRAME_ID)) &&
+        !(rc = h5s_format_sidecar(fr->ts_path, sizeof fr->ts_path, path, H5S_SIDECAR_TIMESTAMP)))
+        rc = adopt_scalars(fr, d);
+    if (d >= 0)
+        H5Dclose(d);
+    int64_t n = rc ? -1 : extent_of(f->fid, fr->id_path);
+    if (!rc) {
+        /* Every payload must be exactly as long as the marker (a clean close does that;
+         * after a crash, h5s_recover does). */
+        int same = n >= 0 && extent_of(f->fid, path) == n && extent_of(f->fid, fr->ts_path) == n;
+        for (unsigned i = 0; same && i < fr->nscalars; i++)
+            same = extent_of(f->fid, fr->scalars[i].path) == n;
+        if (!same)
+            rc = h5s_error_set(H5S_EFORMAT,
+                               "%s: %s: its per-frame datasets and frame_id (%lld frames) differ "
+                               "in length; run `h5stream recover` first",
+                               f->path, path, (long long)n);
+    }
+    if (rc) {
+        pthread_mutex_destroy(&fr->mu);
+        free(fr);
+        return rc;
+    }
+    atomic_store(&fr->appended, (uint64_t)n);
+    fr->extent = fr->written = fr->committed = (uint64_t)n;
+    fr->sealed = fr->opts.frames_per_chunk > 1 && (uint64_t)n % fr->opts.frames_per_chunk != 0;
+    f->frames[f->nframes++] = fr;
+    return 0;
+}
+
+typedef struct {
+    h5s_file *f;
+    int rc;
+    haddr_t seen[H5S_MAX_SCALARS];
+    size_t nseen;
+} adopt_walk;
+
+/* H5Lvisit callback: adopts each dataset carrying h5stream_per_frame once, under the name
+ * its frame_id sits beside (not the NeXus alias /entry/data/data). */
+static herr_t adopt_link(hid_t root, const char *name, const H5L_info_t *info, void *payload)
+{
+    adopt_walk *w = payload;
+    char path[2 * H5S_NAME_MAX], marker[2 * H5S_NAME_MAX];
+    H5O_info_t oi;
+    if (info->type != H5L_TYPE_HARD ||
+        snprintf(path, sizeof path, "/%s", name) >= (int)sizeof path ||
+        H5Oget_info_by_name(root, name, &oi, H5P_DEFAULT) < 0 || oi.type != H5O_TYPE_DATASET ||
+        H5Aexists_by_name(root, name, H5S_ATTR_PER_FRAME, H5P_DEFAULT) <= 0 ||
+        h5s_format_sidecar(marker, sizeof marker, path, H5S_SIDECAR_FRAME_ID) != 0 ||
+        !h5s_path_exists(root, marker))
+        return 0;
+    for (size_t i = 0; i < w->nseen; i++)
+        if (w->seen[i] == oi.addr)
+            return 0;
+    if (w->nseen == H5S_MAX_SCALARS) {
+        w->rc = h5s_error_set(H5S_EFORMAT, "%s: more than %d frames datasets", w->f->path,
+                              H5S_MAX_SCALARS);
+        return -1;
+    }
+    w->seen[w->nseen++] = oi.addr;
+    w->rc = adopt(w->f, path);
+    return w->rc ? -1 : 0;
+}
+
+int h5s_frames_adopt_all(h5s_file *f)
+{
+    adopt_walk w = {f, 0, {0}, 0};
+    if (H5Lvisit(f->fid, H5_INDEX_NAME, H5_ITER_INC, adopt_link, &w) < 0 && !w.rc)
+        w.rc = h5s_error_set_h5(H5S_EIO, "%s: cannot list its objects", f->path);
+    return w.rc;
+}
+
+int h5s_frames_info(const h5s_frames *fr, h5s_frames_options *out)
+{
+    if (!fr || !out)
+        return h5s_error_set(H5S_EINVAL, "h5s_frames_info: NULL argument");
+    *out = fr->opts;
+    return 0;
+}
+
+const char *h5s_frames_path(const h5s_frames *fr)
+{
+    return fr ? fr->path : NULL;
+}
+
 int h5s_frames_add_scalar(h5s_frames *fr, const char *name, h5s_dtype dtype)
 {
     h5s_error_clear();
@@ -270,6 +477,11 @@ int h5s_frames_add_scalar(h5s_frames *fr, const char *name, h5s_dtype dtype)
     if (fr->nscalars == H5S_MAX_SCALARS)
         return h5s_error_set(H5S_EINVAL, "%s: more than %d per-frame values", file_path(fr),
                              H5S_MAX_SCALARS);
+    if (fr->adopted && fr->committed > 0)
+        return h5s_error_set(H5S_ESTATE,
+                             "%s: %s: cannot add per-frame value '%s' to a dataset that already "
+                             "holds %llu frames",
+                             file_path(fr), fr->path, name, (unsigned long long)fr->committed);
     h5s_scalar *s = &fr->scalars[fr->nscalars];
     memset(s, 0, sizeof *s);
     snprintf(s->name, sizeof s->name, "%s", name);
@@ -443,6 +655,13 @@ int h5s_frames_append(h5s_frames *fr, const void *data, size_t nbytes, const h5s
         return h5s_error_set(H5S_EINVAL, "%s: %s: frame %llu has %zu bytes, expected %zu", f->path,
                              fr->path, (unsigned long long)atomic_load(&fr->appended), nbytes,
                              fr->frame_bytes);
+    if (fr->sealed)
+        return h5s_error_set(H5S_ESTATE,
+                             "%s: %s: cannot append: its last chunk holds %llu of %u frames and "
+                             "was padded when the file was closed",
+                             f->path, fr->path,
+                             (unsigned long long)(fr->committed % fr->opts.frames_per_chunk),
+                             fr->opts.frames_per_chunk);
     int rc = h5s_queue_error(&f->q);
     if (rc)
         return rc;

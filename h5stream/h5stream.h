@@ -87,6 +87,30 @@ typedef struct {
  */
 int h5s_file_create(h5s_file **out, const char *path, const h5s_file_options *opts);
 
+/*
+ * Opens an existing h5stream file, closed cleanly (or repaired by h5s_recover), to append
+ * more frames, as rust-hdf5's SwmrFileWriter::open_append: every frames dataset in it is
+ * available through h5s_frames_get, with its layout, codec and per-frame values, and new
+ * frames continue after the committed ones (default frame_id continues the index). The
+ * file is in its declaration phase: more datasets may be declared, then
+ * h5s_file_start_swmr. A dataset with frames_per_chunk > 1 whose frame count is not a
+ * multiple of it had its last chunk padded at close; it refuses appends (H5S_ESTATE).
+ * out: the caller's; free it with h5s_file_close. opts: NULL for the defaults.
+ * Errors: H5S_ENOTFOUND (no such file); H5S_EIO (HDF5 cannot open it for writing, for
+ * example a file whose writer was killed: run h5s_recover first); H5S_EFORMAT (not an
+ * h5stream file of this format version, or payload and commit marker lengths differ).
+ * Thread safety: as h5s_file_create.
+ */
+int h5s_file_open_append(h5s_file **out, const char *path, const h5s_file_options *opts);
+
+/*
+ * The frames dataset at path in a file (NULL: the NeXus default; its /entry/data/data
+ * alias is accepted too), declared by h5s_frames_create or found by h5s_file_open_append.
+ * out: borrowed, valid until h5s_file_close.
+ * Errors: H5S_ENOTFOUND. Thread-safe once SWMR has started.
+ */
+int h5s_frames_get(h5s_frames **out, h5s_file *file, const char *path);
+
 #define H5S_FRAMES_OPTIONS_VERSION 1
 
 typedef struct {
@@ -181,7 +205,18 @@ typedef struct {
 int h5s_frames_append(h5s_frames *frames, const void *data, size_t nbytes,
                       const h5s_frame_meta *meta);
 
-/* Number of frames appended to this dataset so far (committed or not). Thread-safe. */
+/*
+ * The layout of a frames dataset (dtype, shape, tile, frames_per_chunk, codec, fill) as
+ * declared or, after h5s_file_open_append, as read from the file. Thread-safe.
+ * Returns 0 or H5S_EINVAL.
+ */
+int h5s_frames_info(const h5s_frames *frames, h5s_frames_options *out);
+
+/* Absolute path of a frames dataset (borrowed, valid until h5s_file_close). Thread-safe. */
+const char *h5s_frames_path(const h5s_frames *frames);
+
+/* Number of frames in this dataset so far, committed or not, including those already in
+ * the file when it was opened with h5s_file_open_append. Thread-safe. */
 uint64_t h5s_frames_count(const h5s_frames *frames);
 
 /*
@@ -195,7 +230,7 @@ int h5s_file_flush(h5s_file *file);
 
 /* Counters of a file, for progress displays and benchmarks. */
 typedef struct {
-    uint64_t appended;       /* items appended, all datasets */
+    uint64_t appended;       /* items in all datasets, committed or not */
     uint64_t committed;      /* items covered by the commit markers */
     uint64_t commits;        /* commits done */
     uint64_t bytes_raw;      /* raw bytes of the chunks written */

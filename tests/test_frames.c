@@ -440,6 +440,167 @@ static void test_frames__wrong_frame_size_is_refused(void **state)
     assert_int_equal(h5s_file_close(f), 0);
 }
 
+/* Appends n ramp frames, numbered from first, with one scalar equal to the index. */
+static void append_ramp(h5s_frames *fr, uint64_t first, uint64_t n)
+{
+    h5s_frames_options o;
+    assert_int_equal(h5s_frames_info(fr, &o), 0);
+    size_t ne = nelem_of(&o), es = h5s_dtype_size(o.dtype);
+    unsigned char *buf = malloc(ne * es);
+    for (uint64_t i = first; i < first + n; i++) {
+        ramp(o.dtype, i, ne, buf);
+        double v = (double)i;
+        h5s_frame_meta m = {0, 0, 0, 0, &v};
+        assert_int_equal(h5s_frames_append(fr, buf, ne * es, &m), 0);
+    }
+    free(buf);
+}
+
+static void test_frames__open_append_continues_the_stream(void **state)
+{
+    (void)state;
+    h5s_file *f;
+    h5s_frames *fr;
+    h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+    o.dims[0] = 24;
+    o.dims[1] = 40;
+    o.tile[0] = 10; /* tiles with a partial edge */
+    o.tile[1] = 40;
+    assert_int_equal(h5s_codec_parse(&o.codec, "blosc:zstd:3:bitshuffle"), 0);
+    o.fill_value = 3;
+    assert_int_equal(h5s_file_create(&f, path, NULL), 0);
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), 0);
+    assert_int_equal(h5s_frames_add_scalar(fr, "index", H5S_UINT32), 0);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    append_ramp(fr, 0, 10);
+    assert_int_equal(h5s_file_close(f), 0);
+
+    /* Reopen: the dataset comes back with its layout, codec and per-frame value. */
+    assert_int_equal(h5s_file_open_append(&f, path, NULL), 0);
+    assert_int_equal(h5s_frames_get(&fr, f, NULL), 0);
+    assert_string_equal(h5s_frames_path(fr), H5S_FRAMES_DEFAULT_PATH);
+    h5s_frames *alias;
+    assert_int_equal(h5s_frames_get(&alias, f, H5S_FRAMES_NXDATA_LINK), 0);
+    assert_ptr_equal(alias, fr);
+    assert_int_equal(h5s_frames_get(&alias, f, "/nope"), H5S_ENOTFOUND);
+    h5s_frames_options back;
+    assert_int_equal(h5s_frames_info(fr, &back), 0);
+    assert_int_equal(back.dtype, o.dtype);
+    assert_int_equal(back.rank, 2);
+    assert_int_equal(back.dims[0], 24);
+    assert_int_equal(back.tile[0], 10);
+    assert_int_equal(back.frames_per_chunk, 1);
+    assert_int_equal(back.codec.kind, H5S_CODEC_BLOSC);
+    assert_int_equal(back.codec.blosc_compressor, H5S_BLOSC_ZSTD);
+    assert_int_equal(back.codec.shuffle, H5S_SHUFFLE_BIT);
+    assert_true(back.fill_value == 3.0);
+    assert_int_equal(h5s_frames_count(fr), 10);
+    /* New per-frame values would leave the first ten frames without one. */
+    assert_int_equal(h5s_frames_add_scalar(fr, "late", H5S_UINT32), H5S_ESTATE);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    append_ramp(fr, 10, 7);
+    assert_int_equal(h5s_frames_count(fr), 17);
+    assert_int_equal(h5s_file_close(f), 0);
+
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(fid, H5S_FRAMES_DEFAULT_PATH, H5P_DEFAULT);
+    uint16_t *all = malloc(17 * 24 * 40 * 2), *want = malloc(24 * 40 * 2);
+    assert_true(H5Dread(d, H5T_NATIVE_UINT16, H5S_ALL, H5S_ALL, H5P_DEFAULT, all) >= 0);
+    for (uint64_t i = 0; i < 17; i++) {
+        ramp(H5S_UINT16, i, 24 * 40, want);
+        if (memcmp(all + i * 24 * 40, want, 24 * 40 * 2) != 0)
+            fail_msg("frame %llu differs after append", (unsigned long long)i);
+    }
+    uint64_t ids[17];
+    uint32_t idx[17];
+    hid_t idd = H5Dopen2(fid, "/entry/instrument/detector/frame_id", H5P_DEFAULT);
+    hid_t sc = H5Dopen2(fid, "/entry/instrument/detector/index", H5P_DEFAULT);
+    assert_true(H5Dread(idd, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids) >= 0);
+    assert_true(H5Dread(sc, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, idx) >= 0);
+    for (unsigned i = 0; i < 17; i++) {
+        assert_int_equal(ids[i], i); /* frame_id continues the index */
+        assert_int_equal(idx[i], i);
+    }
+    hid_t st = H5Dopen2(fid, H5S_STATUS_DATASET, H5P_DEFAULT);
+    hid_t t = h5s_format_status_type();
+    h5s_status_row row;
+    assert_true(H5Dread(st, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, &row) >= 0);
+    assert_int_equal(row.state, H5S_STATE_CLOSED);
+    assert_int_equal(row.committed, 17);
+    H5Tclose(t);
+    H5Dclose(st);
+    H5Dclose(sc);
+    H5Dclose(idd);
+    H5Dclose(d);
+    H5Fclose(fid);
+    free(all);
+    free(want);
+}
+
+static void test_frames__open_append_refuses_a_padded_band(void **state)
+{
+    (void)state;
+    h5s_file *f;
+    h5s_frames *fr;
+    h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+    o.dims[0] = o.dims[1] = 16; /* the frame size append_n writes */
+    o.frames_per_chunk = 4;
+    assert_int_equal(h5s_file_create(&f, path, NULL), 0);
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), 0);
+    assert_int_equal(h5s_frames_add_scalar(fr, "index", H5S_UINT32), 0);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    append_ramp(fr, 0, 6); /* the second band holds 2 of 4 frames, padded at close */
+    assert_int_equal(h5s_file_close(f), 0);
+
+    assert_int_equal(h5s_file_open_append(&f, path, NULL), 0);
+    assert_int_equal(h5s_frames_get(&fr, f, NULL), 0);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    uint16_t frame[256] = {0};
+    assert_int_equal(h5s_frames_append(fr, frame, sizeof frame, NULL), H5S_ESTATE);
+    assert_non_null(strstr(h5s_error_message(), "holds 2 of 4 frames"));
+    assert_int_equal(h5s_file_close(f), 0);
+
+    /* A whole number of bands appends fine. */
+    assert_int_equal(h5s_file_create(&f, path, NULL), 0);
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), 0);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    append_n(fr, 8);
+    assert_int_equal(h5s_file_close(f), 0);
+    assert_int_equal(h5s_file_open_append(&f, path, NULL), 0);
+    assert_int_equal(h5s_frames_get(&fr, f, NULL), 0);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    append_n(fr, 5);
+    assert_int_equal(h5s_file_close(f), 0);
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(fid, H5S_FRAMES_DEFAULT_PATH, H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[3];
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    assert_int_equal(dims[0], 13);
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(fid);
+}
+
+static void test_frames__open_append_refuses_foreign_files(void **state)
+{
+    (void)state;
+    h5s_file *f = NULL;
+    assert_int_equal(h5s_file_open_append(&f, "/nonexistent/x.h5", NULL), H5S_ENOTFOUND);
+    /* A plain HDF5 file without h5stream's root attributes. */
+    hid_t fid = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    H5Fclose(fid);
+    assert_int_equal(h5s_file_open_append(&f, path, NULL), H5S_EFORMAT);
+    assert_non_null(strstr(h5s_error_message(), "not an h5stream file"));
+    assert_null(f);
+    /* Not HDF5 at all. */
+    FILE *junk = fopen(path, "wb");
+    fputs("not hdf5", junk);
+    fclose(junk);
+    assert_int_equal(h5s_file_open_append(&f, path, NULL), H5S_EIO);
+    assert_null(f);
+}
+
 int main(void)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -453,6 +614,9 @@ int main(void)
         T(test_frames__flush_policy),
         T(test_frames__writer_error_reaches_the_producer),
         T(test_frames__wrong_frame_size_is_refused),
+        T(test_frames__open_append_continues_the_stream),
+        T(test_frames__open_append_refuses_a_padded_band),
+        T(test_frames__open_append_refuses_foreign_files),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
