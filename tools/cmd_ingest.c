@@ -51,6 +51,8 @@ static const char ingest_usage[] =
     "      --flush-every N       commit every N frames (default 0: off)\n"
     "      --flush-ms T          commit at least every T ms (default 1000)\n"
     "      --locking MODE        on | off | best-effort (default: HDF5_USE_FILE_LOCKING)\n"
+    "      --append              add the frames to the dataset of an existing h5stream file\n"
+    "                            (closed cleanly, or repaired by `h5stream recover`)\n"
     "  -q, --quiet               no summary on stdout\n"
     "  -h, --help                this help\n"
     "\n"
@@ -94,6 +96,8 @@ typedef struct {
     const char *output;
     const char *path;
     int quiet;
+    int append;             /* --append: continue an existing file's dataset */
+    const char *layout_opt; /* the first layout option given, refused with --append */
     int has_tile;
     unsigned tile_rank;
     uint64_t tile[3];
@@ -137,7 +141,8 @@ static int parse_args(ingest_args *a, int argc, char **argv)
         OPT_QUEUE_MB,
         OPT_FLUSH_EVERY,
         OPT_FLUSH_MS,
-        OPT_LOCKING
+        OPT_LOCKING,
+        OPT_APPEND
     };
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'},
@@ -158,6 +163,7 @@ static int parse_args(ingest_args *a, int argc, char **argv)
         {"flush-every", required_argument, NULL, OPT_FLUSH_EVERY},
         {"flush-ms", required_argument, NULL, OPT_FLUSH_MS},
         {"locking", required_argument, NULL, OPT_LOCKING},
+        {"append", no_argument, NULL, OPT_APPEND},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -211,11 +217,13 @@ static int parse_args(ingest_args *a, int argc, char **argv)
             a->path = optarg;
             break;
         case OPT_TILE:
+            a->layout_opt = a->layout_opt ? a->layout_opt : "--tile";
             if (cli_parse_shape(optarg, &a->tile_rank, a->tile) != 0)
                 return usage_hint();
             a->has_tile = 1;
             break;
         case OPT_FPC:
+            a->layout_opt = a->layout_opt ? a->layout_opt : "--frames-per-chunk";
             if (cli_parse_u64(optarg, &u) != 0 || u == 0 || u > UINT32_MAX)
                 return usage_error("--frames-per-chunk: expected a whole number >= 1, got "
                                    "'%s'",
@@ -223,10 +231,12 @@ static int parse_args(ingest_args *a, int argc, char **argv)
             a->frames_per_chunk = (uint32_t)u;
             break;
         case OPT_FILL:
+            a->layout_opt = a->layout_opt ? a->layout_opt : "--fill";
             if (cli_parse_double(optarg, &a->fill) != 0)
                 return usage_error("--fill: expected a number, got '%s'", optarg);
             break;
         case OPT_COMPRESS:
+            a->layout_opt = a->layout_opt ? a->layout_opt : "--compress";
             if (h5s_codec_parse(&a->codec, optarg) != 0)
                 return usage_error("--compress: %s", h5s_error_message());
             break;
@@ -265,6 +275,9 @@ static int parse_args(ingest_args *a, int argc, char **argv)
             else
                 return usage_error("--locking: expected on, off or best-effort, got '%s'", optarg);
             break;
+        case OPT_APPEND:
+            a->append = 1;
+            break;
         case 'q':
             a->quiet = 1;
             break;
@@ -284,6 +297,10 @@ static int parse_args(ingest_args *a, int argc, char **argv)
     a->src = argv[optind];
     if (!a->output)
         return usage_error("ingest frames: no output file given (-o OUT.h5)");
+    if (a->append && a->layout_opt)
+        return usage_error("%s cannot be used with --append: the dataset keeps the layout it "
+                           "was created with",
+                           a->layout_opt);
     return 0;
 }
 
@@ -369,8 +386,9 @@ static double stored_bytes(const char *output, const char *path)
     return bytes;
 }
 
+/* frames: written by this run; total: now in the dataset (more with --append). */
 static void print_summary(const ingest_args *a, const frame_source *src, uint64_t frames,
-                          double seconds)
+                          uint64_t total, int blosc, double seconds)
 {
     const char *path = a->path ? a->path : DEFAULT_DATA_PATH;
     size_t fb = frame_source_frame_bytes(src);
@@ -382,20 +400,67 @@ static void print_summary(const ingest_args *a, const frame_source *src, uint64_
     else
         printf("? MB stored");
     printf(", %.1f MB raw) to %s:%s in %.2f s\n", raw / MB, a->output, path, seconds);
+    if (a->append)
+        printf("appended: the dataset now holds %" PRIu64 " frames\n", total);
 
     unsigned rank = frame_source_rank(src);
     const uint64_t *dims = frame_source_dims(src);
     printf("\nopen it with h5py:\n    import h5py\n");
-    if (a->codec.kind == H5S_CODEC_BLOSC)
+    if (blosc)
         printf("    import hdf5plugin  # Blosc filter (32001)\n");
     printf("    f = h5py.File(");
     print_py_string(stdout, a->output);
     printf(", 'r', swmr=True)\n    data = f[");
     print_py_string(stdout, path);
-    printf("]  # shape (%" PRIu64, frames);
+    printf("]  # shape (%" PRIu64, total);
     for (unsigned i = 0; i < rank; i++)
         printf(", %" PRIu64, dims[i]);
     printf("), %s\n", h5s_dtype_name(frame_source_dtype(src)));
+}
+
+/* Prints a frame shape as "uint16 512x512" into buf. */
+static const char *describe_frames(char *buf, size_t n, h5s_dtype dtype, unsigned rank,
+                                   const uint64_t *dims)
+{
+    size_t len = (size_t)snprintf(buf, n, "%s ", h5s_dtype_name(dtype));
+    for (unsigned i = 0; i < rank && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%" PRIu64, i ? "x" : "", dims[i]);
+    return buf;
+}
+
+/* --append: opens the file, finds the dataset, checks the source's frames fit it. */
+static int open_for_append(const ingest_args *a, const h5s_frames_options *want, h5s_file **file,
+                           h5s_frames **frames)
+{
+    const char *path = a->path ? a->path : DEFAULT_DATA_PATH;
+    int rc = h5s_file_open_append(file, a->output, &a->file);
+    if (rc != 0) {
+        cli_error_h5s(a->output, rc);
+        return rc;
+    }
+    h5s_frames_options have;
+    rc = h5s_frames_get(frames, *file, a->path);
+    if (rc == 0)
+        rc = h5s_frames_info(*frames, &have);
+    if (rc != 0) {
+        cli_error_h5s(path, rc);
+        return rc;
+    }
+    int same = have.dtype == want->dtype && have.rank == want->rank;
+    for (unsigned i = 0; same && i < have.rank; i++)
+        same = have.dims[i] == want->dims[i];
+    if (!same) {
+        *frames = NULL; /* nothing was written: no "kept N frames" note */
+        char s1[96], s2[96];
+        cli_errorf("--append: the source's frames are %s but %s:%s holds %s frames",
+                   describe_frames(s1, sizeof s1, want->dtype, want->rank, want->dims), a->output,
+                   path, describe_frames(s2, sizeof s2, have.dtype, have.rank, have.dims));
+        return H5S_EINVAL;
+    }
+    rc = h5s_file_start_swmr(*file);
+    if (rc != 0)
+        cli_error_h5s(a->output, rc);
+    return rc;
 }
 
 /* Creates the file and declares the dataset. On failure the message is printed and the
@@ -413,6 +478,8 @@ static int create_output(const ingest_args *a, const frame_source *src, h5s_file
     fo.codec = a->codec;
     fo.fill_value = a->fill;
 
+    if (a->append)
+        return open_for_append(a, &fo, file, frames);
     int rc = h5s_file_create(file, a->output, &a->file);
     if (rc != 0) {
         cli_error_h5s(a->output, rc);
@@ -456,7 +523,8 @@ static int ingest_frames(int argc, char **argv)
         return usage_hint();
     }
     if (same_file(frame_source_file(src), a.output)) {
-        cli_errorf("the output %s is the source's own file; it would be replaced", a.output);
+        cli_errorf("the output %s is the source's own file%s", a.output,
+                   a.append ? "" : "; it would be replaced");
         frame_source_close(src);
         return CLI_EUSAGE;
     }
@@ -521,6 +589,11 @@ static int ingest_frames(int argc, char **argv)
         fflush(stderr);
     }
 
+    uint64_t total = frames ? h5s_frames_count(frames) : n;
+    h5s_frames_options layout;
+    int blosc = frames && h5s_frames_info(frames, &layout) == 0
+                    ? layout.codec.kind == H5S_CODEC_BLOSC
+                    : a.codec.kind == H5S_CODEC_BLOSC;
     int close_rc = h5s_file_close(file);
     double seconds = cli_now() - t0;
     if (close_rc != 0 && status == CLI_OK) {
@@ -539,7 +612,7 @@ static int ingest_frames(int argc, char **argv)
         cli_errorf("kept the %" PRIu64 " frames written before the error in %s:%s", n, a.output,
                    path);
     } else if (status == CLI_OK && !a.quiet) {
-        print_summary(&a, src, n, seconds);
+        print_summary(&a, src, n, total, blosc, seconds);
     }
     frame_source_close(src);
     return status;
