@@ -58,6 +58,7 @@ typedef struct {
     pthread_cond_t cv_ready;  /* writer waiting for the next job in sequence */
     pthread_cond_t cv_done;   /* flush callers waiting for the writer */
     size_t cap, used, peak;
+    size_t open_bytes; /* part of used held by bands still being filled by producers */
     int nonblocking;
     h5s_job *work_head, *work_tail;
     h5s_job **ring; /* jobs ready for the writer, slot seq % ring_cap */
@@ -72,8 +73,15 @@ typedef struct {
 
 int h5s_queue_init(h5s_queue *q, size_t cap, int nonblocking);
 void h5s_queue_destroy(h5s_queue *q);
-/* Takes bytes of budget; blocks (or H5S_EAGAIN) while full; the kept error if any. */
+/*
+ * Takes bytes of budget for a band a producer is about to fill ("open" until submitted).
+ * Blocks (or H5S_EAGAIN) while the budget is used and bytes are in flight to the writer;
+ * bands still being filled never make it wait, since the thread waiting may be the one
+ * that would fill them. Returns 0 or the kept error.
+ */
 int h5s_queue_reserve(h5s_queue *q, size_t bytes);
+/* Gives back the budget of an open band that will never be submitted. */
+void h5s_queue_unreserve(h5s_queue *q, size_t bytes);
 void h5s_queue_release(h5s_queue *q, size_t bytes);
 /* Gives the job its sequence number; bands go to the encoders, markers straight to the
  * writer. Returns the sequence number. */

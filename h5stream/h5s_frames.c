@@ -670,7 +670,7 @@ int h5s_frames_append(h5s_frames *fr, const void *data, size_t nbytes, const h5s
     if (!fr->band) {
         rc = h5s_queue_reserve(&f->q, fr->band_bytes_alloc);
         if (rc == 0 && !(fr->band = band_new(fr, index))) {
-            h5s_queue_release(&f->q, fr->band_bytes_alloc);
+            h5s_queue_unreserve(&f->q, fr->band_bytes_alloc);
             rc = h5s_error_set(H5S_ENOMEM, "%s: %s: out of memory at frame %llu", f->path, fr->path,
                                (unsigned long long)index);
         }

@@ -68,8 +68,11 @@ int h5s_queue_reserve(h5s_queue *q, size_t bytes)
 {
     pthread_mutex_lock(&q->mu);
     int rc = kept_error_locked(q);
-    /* A job larger than the whole budget still goes through once the queue is empty. */
-    while (rc == 0 && q->used > 0 && q->used + bytes > q->cap) {
+    /* Only bytes in flight (submitted, not yet written) can come back by waiting: when
+     * none are, go ahead even past the budget. This lets a band larger than the budget
+     * through, and keeps a producer that alternates between datasets whose open bands
+     * hold the budget from waiting for itself. */
+    while (rc == 0 && q->used > q->open_bytes && q->used + bytes > q->cap) {
         if (q->nonblocking) {
             rc = h5s_error_set(H5S_EAGAIN, "queue full: %zu of %zu bytes in use", q->used, q->cap);
             break;
@@ -79,11 +82,21 @@ int h5s_queue_reserve(h5s_queue *q, size_t bytes)
     }
     if (rc == 0) {
         q->used += bytes;
+        q->open_bytes += bytes;
         if (q->used > q->peak)
             q->peak = q->used;
     }
     pthread_mutex_unlock(&q->mu);
     return rc;
+}
+
+void h5s_queue_unreserve(h5s_queue *q, size_t bytes)
+{
+    pthread_mutex_lock(&q->mu);
+    q->open_bytes = bytes > q->open_bytes ? 0 : q->open_bytes - bytes;
+    q->used = bytes > q->used ? 0 : q->used - bytes;
+    pthread_cond_broadcast(&q->cv_budget);
+    pthread_mutex_unlock(&q->mu);
 }
 
 static void release_locked(h5s_queue *q, size_t bytes)
@@ -144,6 +157,8 @@ uint64_t h5s_queue_submit(h5s_queue *q, h5s_job *job)
     job->seq = q->next_seq++;
     job->next = NULL;
     if (job->kind == H5S_JOB_BAND) {
+        /* Its budget is now in flight: a producer waiting on it may wait for the writer. */
+        q->open_bytes = job->charged > q->open_bytes ? 0 : q->open_bytes - job->charged;
         if (q->work_tail)
             q->work_tail->next = job;
         else

@@ -456,6 +456,44 @@ static void append_ramp(h5s_frames *fr, uint64_t first, uint64_t n)
     free(buf);
 }
 
+static void test_frames__one_producer_two_banded_datasets_never_deadlock(void **state)
+{
+    (void)state;
+    /* Each dataset's open band (2 x 400 KB) holds budget until it fills; together they
+     * exceed the 1 MiB budget, and the thread that fills them is the one appending. */
+    alarm(60); /* a regression hangs: let SIGALRM fail the test instead of CI's timeout */
+    for (int nonblocking = 0; nonblocking <= 1; nonblocking++) {
+        h5s_file *f;
+        h5s_frames *a, *b;
+        h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+        fo.queue_bytes = 1 << 20;
+        fo.nonblocking = nonblocking;
+        assert_int_equal(h5s_file_create(&f, path, &fo), 0);
+        h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+        o.dtype = H5S_UINT8;
+        o.dims[0] = o.dims[1] = 640;
+        o.frames_per_chunk = 2;
+        assert_int_equal(h5s_frames_create(&a, f, "/a/data", &o), 0);
+        assert_int_equal(h5s_frames_create(&b, f, "/b/data", &o), 0);
+        assert_int_equal(h5s_file_start_swmr(f), 0);
+        unsigned char *frame = calloc(640 * 640, 1);
+        for (int i = 0; i < 20; i++) {
+            h5s_frames *fr = i % 2 ? b : a;
+            int rc;
+            int tries = 0;
+            while ((rc = h5s_frames_append(fr, frame, 640 * 640, NULL)) == H5S_EAGAIN &&
+                   ++tries < 2000)
+                usleep(1000);
+            assert_int_equal(rc, 0);
+        }
+        free(frame);
+        assert_int_equal(h5s_frames_count(a), 10);
+        assert_int_equal(h5s_frames_count(b), 10);
+        assert_int_equal(h5s_file_close(f), 0);
+    }
+    alarm(0);
+}
+
 static void test_frames__open_append_continues_the_stream(void **state)
 {
     (void)state;
@@ -614,6 +652,7 @@ int main(void)
         T(test_frames__flush_policy),
         T(test_frames__writer_error_reaches_the_producer),
         T(test_frames__wrong_frame_size_is_refused),
+        T(test_frames__one_producer_two_banded_datasets_never_deadlock),
         T(test_frames__open_append_continues_the_stream),
         T(test_frames__open_append_refuses_a_padded_band),
         T(test_frames__open_append_refuses_foreign_files),

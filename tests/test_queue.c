@@ -22,21 +22,64 @@ static h5s_job *job_of(h5s_job_kind kind, size_t charged)
     return j;
 }
 
+/* Reserves a band's bytes and submits it: the bytes are then in flight to the writer. */
+static h5s_job *in_flight(h5s_queue *q, size_t bytes)
+{
+    assert_int_equal(h5s_queue_reserve(q, bytes), 0);
+    h5s_job *j = job_of(H5S_JOB_BAND, bytes);
+    h5s_queue_submit(q, j);
+    return j;
+}
+
+/* Empties the encoders' FIFO and frees its jobs (tests that never run the encoders). */
+static void drop_work(h5s_queue *q)
+{
+    h5s_queue_stop_encoders(q);
+    for (h5s_job *j; (j = h5s_queue_take_work(q));)
+        free(j);
+}
+
 static void test_queue__reserve_within_budget(void **state)
 {
     (void)state;
     h5s_queue q;
     assert_int_equal(h5s_queue_init(&q, 1000, 1), 0);
-    assert_int_equal(h5s_queue_reserve(&q, 600), 0);
-    assert_int_equal(h5s_queue_reserve(&q, 400), 0);
+    in_flight(&q, 600);
+    in_flight(&q, 400);
     assert_int_equal(q.used, 1000);
+    assert_int_equal(q.open_bytes, 0);
     /* Full: the non-blocking queue refuses and says how full it is. */
     assert_int_equal(h5s_queue_reserve(&q, 1), H5S_EAGAIN);
     assert_non_null(strstr(h5s_error_message(), "1000 of 1000 bytes"));
     h5s_queue_release(&q, 600);
     assert_int_equal(h5s_queue_reserve(&q, 500), 0);
     assert_int_equal(q.used, 900);
+    assert_int_equal(q.open_bytes, 500);
     assert_int_equal(q.peak, 1000);
+    drop_work(&q);
+    h5s_queue_destroy(&q);
+}
+
+static void test_queue__open_bands_never_make_a_producer_wait(void **state)
+{
+    (void)state;
+    h5s_queue q;
+    assert_int_equal(h5s_queue_init(&q, 1000, 1), 0);
+    /* Two datasets' bands being filled hold more than the budget: the producer that
+     * would fill them must not wait for them (it would wait for itself). */
+    assert_int_equal(h5s_queue_reserve(&q, 800), 0);
+    assert_int_equal(h5s_queue_reserve(&q, 800), 0);
+    assert_int_equal(q.open_bytes, 1600);
+    /* Once one is submitted, its bytes are in flight and a new band waits for them. */
+    h5s_job *j = job_of(H5S_JOB_BAND, 800);
+    h5s_queue_submit(&q, j);
+    assert_int_equal(q.open_bytes, 800);
+    assert_int_equal(h5s_queue_reserve(&q, 100), H5S_EAGAIN);
+    /* An open band given up returns its budget. */
+    h5s_queue_unreserve(&q, 800);
+    assert_int_equal(q.used, 800);
+    assert_int_equal(q.open_bytes, 0);
+    drop_work(&q);
     h5s_queue_destroy(&q);
 }
 
@@ -46,10 +89,11 @@ static void test_queue__oversized_job_passes_when_empty(void **state)
     h5s_queue q;
     assert_int_equal(h5s_queue_init(&q, 100, 1), 0);
     /* Bigger than the whole budget: allowed alone, else it could never go through. */
-    assert_int_equal(h5s_queue_reserve(&q, 5000), 0);
+    in_flight(&q, 5000);
     assert_int_equal(h5s_queue_reserve(&q, 1), H5S_EAGAIN);
     h5s_queue_release(&q, 5000);
     assert_int_equal(q.used, 0);
+    drop_work(&q);
     h5s_queue_destroy(&q);
 }
 
@@ -73,7 +117,7 @@ static void test_queue__blocking_reserve_waits_for_release(void **state)
     (void)state;
     h5s_queue q;
     assert_int_equal(h5s_queue_init(&q, 1000, 0), 0);
-    assert_int_equal(h5s_queue_reserve(&q, 900), 0);
+    in_flight(&q, 900);
     reserver r = {&q, 500, -99, 0};
     pthread_t t;
     pthread_create(&t, NULL, reserve_thread, &r);
@@ -83,6 +127,7 @@ static void test_queue__blocking_reserve_waits_for_release(void **state)
     pthread_join(t, NULL);
     assert_int_equal(r.rc, 0);
     assert_int_equal(q.used, 500);
+    drop_work(&q);
     h5s_queue_destroy(&q);
 }
 
@@ -91,7 +136,7 @@ static void test_queue__failure_wakes_blocked_producer(void **state)
     (void)state;
     h5s_queue q;
     assert_int_equal(h5s_queue_init(&q, 1000, 0), 0);
-    assert_int_equal(h5s_queue_reserve(&q, 1000), 0);
+    in_flight(&q, 1000);
     reserver r = {&q, 10, -99, 0};
     pthread_t t;
     pthread_create(&t, NULL, reserve_thread, &r);
@@ -106,6 +151,7 @@ static void test_queue__failure_wakes_blocked_producer(void **state)
     /* Only the first error is kept. */
     h5s_queue_fail(&q, H5S_ECODEC, "later");
     assert_int_equal(h5s_queue_error(&q), H5S_EIO);
+    drop_work(&q);
     h5s_queue_destroy(&q);
 }
 
@@ -206,6 +252,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_queue__reserve_within_budget),
         cmocka_unit_test(test_queue__oversized_job_passes_when_empty),
+        cmocka_unit_test(test_queue__open_bands_never_make_a_producer_wait),
         cmocka_unit_test(test_queue__blocking_reserve_waits_for_release),
         cmocka_unit_test(test_queue__failure_wakes_blocked_producer),
         cmocka_unit_test(test_queue__writer_gets_sequence_order),
