@@ -351,6 +351,22 @@ static void writer_fail(h5s_file *f, int code)
     h5s_queue_fail(&f->q, code, h5s_error_message());
 }
 
+static int commit(h5s_file *f, int fflush);
+
+/*
+ * Keeps the error on this thread's message as the stream's error, after committing the
+ * frames stored before it: they are whole, and append said so to their producers. The
+ * commit is best effort (when the file itself failed it may fail too).
+ */
+static void fail_after_commit(h5s_file *f, int code)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", h5s_error_message());
+    commit(f, 1);
+    h5s_error_restore(code, msg);
+    writer_fail(f, code);
+}
+
 static int uncommitted(const h5s_file *f)
 {
     for (size_t i = 0; i < f->nframes; i++)
@@ -417,7 +433,7 @@ static int writer_batch(h5s_file *f, h5s_job **batch, size_t n, uint64_t *since_
                 if (batch[k]->kind == H5S_JOB_BAND && batch[k]->frames == j->frames)
                     end = batch[k]->first_frame + batch[k]->nframes;
             if (h5s_frames_extend(j->frames, end) != 0) {
-                writer_fail(f, H5S_EIO);
+                fail_after_commit(f, H5S_EIO);
                 failed = 1;
                 break;
             }
@@ -433,7 +449,7 @@ static int writer_batch(h5s_file *f, h5s_job **batch, size_t n, uint64_t *since_
             else
                 rc = h5s_frames_write_band(j->frames, j);
             if (rc) {
-                writer_fail(f, rc);
+                fail_after_commit(f, rc);
                 failed = 1;
             } else {
                 *since_commit += j->nframes;
@@ -467,8 +483,15 @@ static int writer_batch(h5s_file *f, h5s_job **batch, size_t n, uint64_t *since_
 
 static void writer_finish(h5s_file *f)
 {
-    if (h5s_queue_error(&f->q) == 0 && write_status(f, H5S_STATE_CLOSED) != 0)
+    /* Always a final state, so readers following the file stop: 2 after an error. */
+    if (h5s_queue_error(&f->q) != 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", h5s_error_message());
+        write_status(f, H5S_STATE_FAILED); /* best effort: the file may be what failed */
+        h5s_error_restore(H5S_EIO, msg);
+    } else if (write_status(f, H5S_STATE_CLOSED) != 0) {
         writer_fail(f, H5S_EIO);
+    }
     for (size_t i = 0; i < f->nframes; i++)
         h5s_frames_close_handles(f->frames[i]);
     H5Dclose(f->status_dset);
@@ -492,7 +515,9 @@ static void *writer_main(void *arg)
     f->last_fflush = f->last_commit - 2 * H5S_FFLUSH_INTERVAL;
     for (;;) {
         double deadline = -1;
-        if (f->opts.flush_ms && uncommitted(f))
+        if (h5s_queue_error(&f->q) != 0)
+            deadline = -1; /* failed: nothing to commit, only the STOP job to wait for */
+        else if (f->opts.flush_ms && uncommitted(f))
             deadline = f->last_commit + f->opts.flush_ms / 1000.0;
         else if (f->opts.flush_ms)
             deadline = h5s_mono_now() + f->opts.flush_ms / 1000.0;

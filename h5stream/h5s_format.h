@@ -20,13 +20,16 @@
 
 /*
  * Writer status: /h5stream/writer, a one-row compound dataset overwritten in place.
- * state: 0 = writing (SWMR), 1 = closed cleanly. heartbeat: seconds since the epoch of the
+ * state: 0 = writing (SWMR), 1 = closed cleanly, 2 = closed after a writer error (the
+ * frames committed before it are whole; nothing more will come). heartbeat: seconds since
+ * the epoch of the
  * last commit. committed: items committed by the last commit (all datasets together).
  */
 #define H5S_STATUS_GROUP "/h5stream"
 #define H5S_STATUS_DATASET "/h5stream/writer"
 #define H5S_STATE_WRITING 0
 #define H5S_STATE_CLOSED 1
+#define H5S_STATE_FAILED 2 /* closed after a writer error: final, like CLOSED */
 
 typedef struct {
     int32_t state;

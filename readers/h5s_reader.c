@@ -287,7 +287,9 @@ static int read_status(h5s_reader *r)
         return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot read the writer status", r->path,
                                 H5S_STATUS_DATASET);
     /* Anything but "closed" may still grow, so it counts as writing. */
-    r->state = row.state == H5S_STATE_CLOSED ? H5S_WRITER_CLOSED : H5S_WRITER_WRITING;
+    r->state = row.state == H5S_STATE_CLOSED   ? H5S_WRITER_CLOSED
+               : row.state == H5S_STATE_FAILED ? H5S_WRITER_FAILED
+                                               : H5S_WRITER_WRITING;
     return 0;
 }
 
@@ -552,7 +554,8 @@ int h5s_reader_wait(h5s_reader *reader, uint64_t known, int timeout_ms, uint64_t
         rc = do_refresh(reader);
         if (rc != 0)
             break;
-        if (reader->count > known || reader->state == H5S_WRITER_CLOSED)
+        if (reader->count > known || reader->state == H5S_WRITER_CLOSED ||
+            reader->state == H5S_WRITER_FAILED)
             break;
         int64_t elapsed = now_ms() - start;
         if (timeout_ms >= 0 && elapsed >= timeout_ms) {

@@ -38,7 +38,9 @@ typedef struct {
 typedef enum {
     H5S_WRITER_UNKNOWN = 0, /* no status dataset (a file not written by h5stream) */
     H5S_WRITER_WRITING,     /* SWMR writing in progress, or the writer died */
-    H5S_WRITER_CLOSED       /* closed cleanly: no more frames will come */
+    H5S_WRITER_CLOSED,      /* closed cleanly: no more frames will come */
+    H5S_WRITER_FAILED       /* closed after a writer error: no more frames will come; those
+                               committed before it are whole */
 } h5s_writer_state;
 
 /* Shape of one frame of the dataset being read. */
@@ -84,7 +86,8 @@ h5s_writer_state h5s_reader_writer_state(const h5s_reader *reader);
  * Waits until more than `known` frames are committed, or the writer has closed the
  * file, or timeout_ms passes (-1 = no limit), polling every poll_ms.
  * *out_count: the committed count at return.
- * Returns 0 when the count grew or the writer closed (compare *out_count with known),
+ * Returns 0 when the count grew or the writer closed, cleanly or after an error
+ * (compare *out_count with known; h5s_reader_writer_state tells which),
  * H5S_ETIMEDOUT when nothing happened in time, H5S_EIO on a refresh failure.
  */
 int h5s_reader_wait(h5s_reader *reader, uint64_t known, int timeout_ms, uint64_t *out_count);

@@ -12,11 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "h5s_codec.h"
 #include "h5s_engine.h"
 #include "h5s_format.h"
+#include "h5s_reader.h"
 #include "h5stream.h"
 
 static char path[512];
@@ -428,6 +430,67 @@ static void test_frames__writer_error_reaches_the_producer(void **state)
     H5Fclose(fid);
 }
 
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
+static void test_frames__writer_error_commits_what_came_before(void **state)
+{
+    (void)state;
+    h5s_file *f;
+    h5s_frames *fr;
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+    fo.flush_ms = 1000; /* no commit by time during the test */
+    assert_int_equal(h5s_file_create(&f, path, &fo), 0);
+    h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+    o.dims[0] = o.dims[1] = 16;
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), 0);
+    h5s_frames_test_break_after(fr, 10);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    append_n(fr, 15); /* frames 0-9 store, frame 10 fails, none committed yet */
+    assert_int_equal(h5s_file_flush(f), H5S_EIO);
+    /* Failed, the writer waits for close without spinning. */
+    double cpu0 = cpu_seconds();
+    usleep(300 * 1000);
+    assert_true(cpu_seconds() - cpu0 < 0.1);
+    assert_int_equal(h5s_file_close(f), H5S_EIO);
+    assert_non_null(strstr(h5s_error_message(), "frame 10"));
+
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(fid >= 0);
+    hid_t ids = H5Dopen2(fid, "/entry/instrument/detector/frame_id", H5P_DEFAULT);
+    hid_t sp = H5Dget_space(ids);
+    hsize_t n;
+    H5Sget_simple_extent_dims(sp, &n, NULL);
+    assert_int_equal(n, 10); /* the ten frames stored before the failure are committed */
+    H5Sclose(sp);
+    H5Dclose(ids);
+    hid_t st = H5Dopen2(fid, H5S_STATUS_DATASET, H5P_DEFAULT);
+    hid_t t = h5s_format_status_type();
+    h5s_status_row row;
+    assert_true(H5Dread(st, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, &row) >= 0);
+    assert_int_equal(row.state, H5S_STATE_FAILED); /* final: followers stop */
+    assert_int_equal(row.committed, 10);
+    H5Tclose(t);
+    H5Dclose(st);
+    H5Fclose(fid);
+
+    /* The C reader sees a final state: its wait returns at once instead of forever. */
+    h5s_reader *r;
+    assert_int_equal(h5s_reader_open(&r, path, NULL, NULL), 0);
+    assert_int_equal(h5s_reader_writer_state(r), H5S_WRITER_FAILED);
+    uint64_t count = 0;
+    double t0 = h5s_mono_now();
+    assert_int_equal(h5s_reader_wait(r, 10, 5000, &count), 0);
+    assert_true(h5s_mono_now() - t0 < 1.0);
+    assert_int_equal(count, 10);
+    h5s_reader_close(r);
+}
+
 static void test_frames__wrong_frame_size_is_refused(void **state)
 {
     (void)state;
@@ -651,6 +714,7 @@ int main(void)
         T(test_frames__nonblocking_append_says_eagain_when_full),
         T(test_frames__flush_policy),
         T(test_frames__writer_error_reaches_the_producer),
+        T(test_frames__writer_error_commits_what_came_before),
         T(test_frames__wrong_frame_size_is_refused),
         T(test_frames__one_producer_two_banded_datasets_never_deadlock),
         T(test_frames__open_append_continues_the_stream),

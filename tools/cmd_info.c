@@ -306,7 +306,10 @@ static const char *state_name(int has_status, const h5s_status_row *st)
 {
     if (!has_status)
         return "unknown";
-    return st->state == 1 ? "closed" : st->state == 0 ? "writing" : "invalid";
+    return st->state == 1   ? "closed"
+           : st->state == 2 ? "closed after a writer error"
+           : st->state == 0 ? "writing"
+                            : "invalid";
 }
 
 static void iso_time(double t, char *out, size_t outsize)

@@ -260,6 +260,12 @@ static int follow_frames(tail_state *t)
         h5s_writer_state state = h5s_reader_writer_state(t->reader);
         if (state == H5S_WRITER_CLOSED)
             return CLI_OK;
+        if (state == H5S_WRITER_FAILED) {
+            cli_errorf("tail: the writer of %s stopped after an error; its %llu committed "
+                       "frames are whole",
+                       t->args->file, (unsigned long long)next);
+            return CLI_EDATA;
+        }
         int limit = state == H5S_WRITER_UNKNOWN ? t->args->timeout_ms : -1;
         int rc = h5s_reader_wait(t->reader, next, limit, &count);
         if (rc == H5S_ETIMEDOUT && state == H5S_WRITER_UNKNOWN &&
