@@ -300,8 +300,7 @@ int h5s_codec_from_dcpl(h5s_codec *out, hid_t dcpl)
     }
     int rc = h5s_codec_validate(&c);
     if (rc)
-        return h5s_error_set(H5S_EFORMAT, "codec: filter settings out of range: %s",
-                             h5s_error_message());
+        return h5s_error_prefix(H5S_EFORMAT, "codec: filter settings out of range");
     *out = c;
     return 0;
 }

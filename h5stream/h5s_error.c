@@ -47,6 +47,25 @@ int h5s_error_set(int code, const char *fmt, ...)
     return code;
 }
 
+int h5s_error_prefix(int code, const char *fmt, ...)
+{
+    char cause[H5S_MSG_MAX];
+    snprintf(cause, sizeof cause, "%s", tls_message);
+    va_list ap;
+    va_start(ap, fmt);
+    vset(fmt, ap);
+    va_end(ap);
+    size_t len = strlen(tls_message), room = sizeof tls_message - len;
+    if (cause[0] && room > 3) {
+        /* ": cause", cut to fit: the prefix matters most, then the start of the cause. */
+        size_t n = strnlen(cause, room - 3);
+        memcpy(tls_message + len, ": ", 2);
+        memcpy(tls_message + len + 2, cause, n);
+        tls_message[len + 2 + n] = '\0';
+    }
+    return code;
+}
+
 int h5s_error_restore(int code, const char *msg)
 {
     snprintf(tls_message, sizeof tls_message, "%s", msg ? msg : "");

@@ -23,6 +23,13 @@ int h5s_error_set(int code, const char *fmt, ...) H5S_PRINTF(2, 3);
  */
 int h5s_error_set_h5(int code, const char *fmt, ...) H5S_PRINTF(2, 3);
 
+/*
+ * Puts a formatted prefix and ": " before this thread's current message (the cause) and
+ * returns code. Use it, never h5s_error_set with h5s_error_message() as an argument: that
+ * would format the message into itself.
+ */
+int h5s_error_prefix(int code, const char *fmt, ...) H5S_PRINTF(2, 3);
+
 /* Copies msg (a message saved from another thread) into this thread's message. */
 int h5s_error_restore(int code, const char *msg);
 

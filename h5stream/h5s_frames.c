@@ -299,7 +299,7 @@ static int read_layout(h5s_frames *fr, hid_t d)
             o->fill_value = 0;
         rc = h5s_codec_from_dcpl(&o->codec, dcpl);
         if (rc)
-            rc = h5s_error_set(rc, "%s: %s: %s", where, fr->path, h5s_error_message());
+            rc = h5s_error_prefix(rc, "%s: %s", where, fr->path);
     }
     if (type >= 0)
         H5Tclose(type);
@@ -781,8 +781,8 @@ int h5s_frames_encode(h5s_job *j, unsigned char *gather, unsigned char *scratch)
                 int rc = h5s_codec_encode(&o->codec, es, src, fr->chunk_bytes, ch->bytes, bound,
                                           scratch, &ch->size, &ch->mask);
                 if (rc)
-                    return h5s_error_set(rc, "%s: %s: frame %llu: %s", file_path(fr), fr->path,
-                                         (unsigned long long)j->first_frame, h5s_error_message());
+                    return h5s_error_prefix(rc, "%s: %s: frame %llu", file_path(fr), fr->path,
+                                            (unsigned long long)j->first_frame);
             }
         }
     }

@@ -247,6 +247,19 @@ static void test_queue__markers_skip_the_encoders(void **state)
     h5s_queue_destroy(&q);
 }
 
+static void test_queue__error_prefix_keeps_the_cause(void **state)
+{
+    (void)state;
+    /* An encoder's failure reaches the writer as "where: cause", the cause intact. */
+    h5s_error_set(H5S_ECODEC, "blosc_compress_ctx failed with status -1");
+    assert_int_equal(h5s_error_prefix(H5S_ECODEC, "out.h5: %s: frame %d", "/data", 42), H5S_ECODEC);
+    assert_string_equal(h5s_error_message(),
+                        "out.h5: /data: frame 42: blosc_compress_ctx failed with status -1");
+    h5s_error_clear();
+    h5s_error_prefix(H5S_EIO, "no cause");
+    assert_string_equal(h5s_error_message(), "no cause");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +271,7 @@ int main(void)
         cmocka_unit_test(test_queue__writer_gets_sequence_order),
         cmocka_unit_test(test_queue__take_ready_times_out),
         cmocka_unit_test(test_queue__markers_skip_the_encoders),
+        cmocka_unit_test(test_queue__error_prefix_keeps_the_cause),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
