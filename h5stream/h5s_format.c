@@ -17,6 +17,16 @@ hid_t h5s_format_status_type(void)
     return t;
 }
 
+hid_t h5s_format_swmr_read_fapl(void)
+{
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0 && H5Pset_metadata_read_attempts(fapl, H5S_SWMR_READ_ATTEMPTS) < 0) {
+        H5Pclose(fapl);
+        return H5I_INVALID_HID;
+    }
+    return fapl;
+}
+
 int h5s_format_sidecar(char *out, size_t outsize, const char *data_path, const char *what)
 {
     const char *slash = strrchr(data_path, '/');

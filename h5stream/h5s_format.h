@@ -64,6 +64,20 @@ hid_t h5s_format_status_type(void);
  */
 int h5s_format_sidecar(char *out, size_t outsize, const char *data_path, const char *what);
 
+/*
+ * Metadata read attempts for SWMR readers. A SWMR reader retries a metadata checksum
+ * failure, since the writer may be halfway through writing that metadata; HDF5 1.10's
+ * default of 100 attempts, with doubling sleeps, makes one corrupted byte in a file that
+ * nobody writes an endless wait. 30 attempts end after about a second.
+ */
+#define H5S_SWMR_READ_ATTEMPTS 30
+
+/*
+ * A file access property list for SWMR reading: H5S_SWMR_READ_ATTEMPTS metadata read
+ * attempts. The caller closes it. H5I_INVALID_HID if HDF5 fails.
+ */
+hid_t h5s_format_swmr_read_fapl(void);
+
 /* HDF5 little-endian file/memory type for a dtype (a predefined id; do not close). */
 hid_t h5s_format_h5type(h5s_dtype dtype);
 

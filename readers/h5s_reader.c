@@ -459,7 +459,7 @@ int h5s_reader_open(h5s_reader **out, const char *path, const char *dataset,
         rc = h5s_format_sidecar(r->ts_path, sizeof r->ts_path, r->data_path, H5S_SIDECAR_TIMESTAMP);
     hid_t fapl = H5I_INVALID_HID;
     if (rc == 0) {
-        fapl = H5Pcreate(H5P_FILE_ACCESS);
+        fapl = h5s_format_swmr_read_fapl();
         if (fapl < 0 ||
             H5Pset_cache(fapl, 0, READER_CHUNK_CACHE_SLOTS, READER_CHUNK_CACHE_BYTES, 0.75) < 0)
             rc = h5s_error_set_h5(H5S_EIO, "%s: cannot create file access properties", path);

@@ -497,7 +497,10 @@ static hid_t open_file(const char *path, int *swmr, char *why, size_t whysize)
     char first[256] = "";
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, first);
     H5Eclear2(H5E_DEFAULT);
-    fid = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+    hid_t fapl = h5s_format_swmr_read_fapl();
+    fid = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl);
+    if (fapl >= 0)
+        H5Pclose(fapl);
     if (fid >= 0) {
         *swmr = 1;
         return fid;
