@@ -63,6 +63,7 @@ typedef struct {
     h5s_job *work_head, *work_tail;
     h5s_job **ring; /* jobs ready for the writer, slot seq % ring_cap */
     uint64_t ring_cap;
+    h5s_job *overflow;  /* ready jobs the ring could not grow for (out of memory) */
     uint64_t next_seq;  /* given to the next submitted job */
     uint64_t write_seq; /* the next job the writer takes */
     uint64_t done_seq;  /* every job below it has been written and committed as asked */
@@ -182,6 +183,7 @@ struct h5s_file {
     char creator[128];
 
     h5s_queue q;
+    h5s_job *stop_job; /* allocated at start, so close never needs memory */
     pthread_t writer;
     pthread_t *encoders;
     int nencoders;

@@ -559,6 +559,13 @@ static void *encoder_main(void *arg)
 
 /* ---- start, flush, close ---------------------------------------------------------- */
 
+/* Free-list length: what the budget allows, capped (a huge budget of tiny bands would
+ * otherwise size a huge list up front). */
+static size_t pool_keep(size_t n)
+{
+    return n < 65536 ? n : 65536;
+}
+
 int h5s_file_start_swmr(h5s_file *f)
 {
     h5s_error_clear();
@@ -591,6 +598,10 @@ int h5s_file_start_swmr(h5s_file *f)
         if (rc)
             return rc;
     }
+    f->stop_job = calloc(1, sizeof *f->stop_job);
+    if (!f->stop_job)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    f->stop_job->kind = H5S_JOB_STOP;
     int rc = h5s_queue_init(&f->q, f->opts.queue_bytes, f->opts.nonblocking);
     if (rc)
         return rc;
@@ -612,13 +623,15 @@ int h5s_file_start_swmr(h5s_file *f)
              * both and what it keeps stays within the budget. */
             size_t size = fr->band_bytes > fr->chunk_bound ? fr->band_bytes : fr->chunk_bound;
             fr->band_bytes_alloc = size;
-            h5s_pool_init(&fr->band_pool, size, f->opts.queue_bytes / size + (size_t)n + 2);
+            h5s_pool_init(&fr->band_pool, size,
+                          pool_keep(f->opts.queue_bytes / size + (size_t)n + 2));
         } else {
             fr->band_bytes_alloc = fr->band_bytes;
             h5s_pool_init(&fr->band_pool, fr->band_bytes,
-                          f->opts.queue_bytes / fr->band_bytes + (size_t)n + 2);
-            h5s_pool_init(&fr->chunk_pool, fr->chunk_bound,
-                          f->opts.queue_bytes / fr->chunk_bound + tiles * ((size_t)n + 1));
+                          pool_keep(f->opts.queue_bytes / fr->band_bytes + (size_t)n + 2));
+            h5s_pool_init(
+                &fr->chunk_pool, fr->chunk_bound,
+                pool_keep(f->opts.queue_bytes / fr->chunk_bound + tiles * ((size_t)n + 1)));
         }
     }
     /* The engine's threads block every signal, so the application's own threads are the
@@ -688,22 +701,17 @@ int h5s_file_close(h5s_file *f)
         atomic_store(&f->closing, 1);
         for (size_t i = 0; i < f->nframes; i++)
             h5s_frames_submit_partial(f->frames[i]);
-        h5s_job *stop = calloc(1, sizeof *stop);
-        if (stop) {
-            stop->kind = H5S_JOB_STOP;
-            h5s_queue_submit(&f->q, stop);
-        } else {
-            h5s_queue_fail(&f->q, H5S_ENOMEM, "out of memory while closing");
-        }
+        h5s_queue_submit(&f->q, f->stop_job); /* the writer frees it */
+        f->stop_job = NULL;
         /* Encoders drain the FIFO before they stop; the writer ends at STOP. */
         h5s_queue_stop_encoders(&f->q);
         for (int i = 0; i < f->nencoders; i++)
             pthread_join(f->encoders[i], NULL);
-        if (stop)
-            pthread_join(f->writer, NULL);
+        pthread_join(f->writer, NULL);
         rc = h5s_queue_error(&f->q);
         h5s_queue_destroy(&f->q);
     } else {
+        h5s_queue_destroy(&f->q); /* a start that failed half-way may have made it */
         if (f->status_dset >= 0) {
             write_status(f, H5S_STATE_CLOSED);
             H5Dclose(f->status_dset);
@@ -719,6 +727,7 @@ int h5s_file_close(h5s_file *f)
         h5s_frames_free(f->frames[i]);
     free(f->frames);
     free(f->encoders);
+    free(f->stop_job);
     free(f->path);
     free(f);
     if (rc)

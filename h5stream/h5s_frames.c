@@ -91,6 +91,30 @@ static int create_meta_dataset(hid_t fid, const char *path, hid_t type, const ch
     return rc;
 }
 
+/* Range of an integer dtype (as doubles); 0 for float types. */
+static int integer_range(h5s_dtype dtype, double *lo, double *hi)
+{
+    size_t bits = 8 * h5s_dtype_size(dtype);
+    switch (dtype) {
+    case H5S_INT8:
+    case H5S_INT16:
+    case H5S_INT32:
+    case H5S_INT64:
+        *lo = -ldexp(1.0, (int)bits - 1);
+        *hi = ldexp(1.0, (int)bits - 1) - 1;
+        return 1;
+    case H5S_UINT8:
+    case H5S_UINT16:
+    case H5S_UINT32:
+    case H5S_UINT64:
+        *lo = 0;
+        *hi = ldexp(1.0, (int)bits) - 1;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static int check_options(const h5s_frames_options *o, const char *where)
 {
     if (o->version != H5S_FRAMES_OPTIONS_VERSION)
@@ -115,6 +139,11 @@ static int check_options(const h5s_frames_options *o, const char *where)
         return h5s_error_set(H5S_EINVAL, "%s: frames_per_chunk is 0", where);
     if (!isfinite(o->fill_value))
         return h5s_error_set(H5S_EINVAL, "%s: fill value is not finite", where);
+    double lo, hi;
+    if (integer_range(o->dtype, &lo, &hi) &&
+        (o->fill_value != floor(o->fill_value) || o->fill_value < lo || o->fill_value > hi))
+        return h5s_error_set(H5S_EINVAL, "%s: fill value %g does not fit %s (%.0f to %.0f)", where,
+                             o->fill_value, h5s_dtype_name(o->dtype), lo, hi);
     return h5s_codec_validate(&o->codec);
 }
 

@@ -137,13 +137,17 @@ static int ring_fit_locked(h5s_queue *q, uint64_t seq)
 static void put_ready_locked(h5s_queue *q, h5s_job *job)
 {
     if (ring_fit_locked(q, job->seq) != 0) {
-        /* Without a slot the writer can never reach this job: fail the stream. */
+        /* No memory for a bigger ring: fail the stream, but keep the job where the writer
+         * still finds it, so the sequence goes on to the STOP job and close returns. */
         if (!q->err_code) {
             q->err_code = H5S_ENOMEM;
             snprintf(q->err_msg, sizeof q->err_msg, "queue: out of memory growing the ring");
         }
+        job->next = q->overflow;
+        q->overflow = job;
         pthread_cond_broadcast(&q->cv_budget);
         pthread_cond_broadcast(&q->cv_done);
+        pthread_cond_signal(&q->cv_ready);
         return;
     }
     q->ring[job->seq % q->ring_cap] = job;
@@ -222,8 +226,18 @@ size_t h5s_queue_take_ready(h5s_queue *q, h5s_job **out, size_t max, double dead
     for (;;) {
         while (n < max) {
             h5s_job **slot = &q->ring[q->write_seq % q->ring_cap];
-            if (!*slot || (*slot)->seq != q->write_seq)
-                break;
+            if (!*slot || (*slot)->seq != q->write_seq) {
+                slot = &q->overflow; /* rare: only after the ring could not grow */
+                while (*slot && (*slot)->seq != q->write_seq)
+                    slot = &(*slot)->next;
+                if (!*slot)
+                    break;
+                h5s_job *job = *slot;
+                *slot = job->next;
+                out[n++] = job;
+                q->write_seq++;
+                continue;
+            }
             out[n++] = *slot;
             *slot = NULL;
             q->write_seq++;

@@ -121,7 +121,7 @@ typedef struct {
     uint64_t tile[3];          /* chunk shape within a frame; all 0 = the whole frame */
     uint32_t frames_per_chunk; /* k >= 1 frames stored together in each chunk */
     h5s_codec codec;           /* chunk compression */
-    double fill_value;         /* HDF5 fill value, cast to dtype; pads partial chunks */
+    double fill_value;         /* HDF5 fill value, pads partial chunks; must fit dtype */
 } h5s_frames_options;
 
 #define H5S_FRAMES_OPTIONS_INIT                                                                    \
@@ -248,7 +248,8 @@ int h5s_file_stats_get(h5s_file *file, h5s_file_stats *out);
  * marks the writer status closed, closes HDF5 and frees the handle (also before start,
  * or after an error). NULL is a no-op returning 0.
  * Returns 0, or the first error the writer met (the file is closed all the same).
- * Thread safety: call once, after every producer has returned from its appends.
+ * Thread safety: call once, after every other thread has returned from its appends and
+ * flushes on this file.
  */
 int h5s_file_close(h5s_file *file);
 

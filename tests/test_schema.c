@@ -112,6 +112,25 @@ static void test_schema__frame_options_are_checked(void **state)
     o = frame_opts(2, 10, 10, 0);
     o.dtype = H5S_DTYPE_INVALID;
     assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), H5S_EINVAL);
+    /* A fill value the dtype cannot hold is refused, never silently clamped. */
+    o = frame_opts(2, 10, 10, 0);
+    o.dtype = H5S_UINT8;
+    o.fill_value = 300;
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), H5S_EINVAL);
+    assert_non_null(strstr(h5s_error_message(), "fill value 300 does not fit uint8 (0 to 255)"));
+    o.fill_value = -1;
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), H5S_EINVAL);
+    o.dtype = H5S_UINT16;
+    o.fill_value = 1.5;
+    assert_int_equal(h5s_frames_create(&fr, f, NULL, &o), H5S_EINVAL);
+    /* In range (or a float type) is fine: checked by creating such datasets. */
+    o = frame_opts(2, 10, 10, 0);
+    o.dtype = H5S_INT8;
+    o.fill_value = -128;
+    assert_int_equal(h5s_frames_create(&fr, f, "/ok/int8", &o), 0);
+    o.dtype = H5S_FLOAT32;
+    o.fill_value = 0.1;
+    assert_int_equal(h5s_frames_create(&fr, f, "/ok/float32", &o), 0);
     /* Nothing was created by the refused calls. */
     assert_false(H5Lexists(f->fid, "/entry", H5P_DEFAULT) > 0);
     assert_int_equal(h5s_file_close(f), 0);
