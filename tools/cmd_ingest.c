@@ -304,13 +304,13 @@ static int parse_args(ingest_args *a, int argc, char **argv)
     return 0;
 }
 
-/* Checks what depends on the frame shape, known once the source is open. */
-static int check_layout(const ingest_args *a, const frame_source *src)
+/* Checks what depends on the frame shape: before the source opens when --shape gives it
+ * (so a shape far too big is refused before a simulator precomputes it), and again with
+ * the source's own shape and dtype. A dtype not known yet counts as 1 byte. */
+static int check_layout(const ingest_args *a, h5s_dtype dtype, unsigned rank, const uint64_t *dims)
 {
-    unsigned rank = frame_source_rank(src);
-    const uint64_t *dims = frame_source_dims(src);
-    uint64_t chunk_bytes = (uint64_t)h5s_dtype_size(frame_source_dtype(src)) *
-                           (a->frames_per_chunk ? a->frames_per_chunk : 1);
+    size_t esize = h5s_dtype_size(dtype) ? h5s_dtype_size(dtype) : 1;
+    uint64_t chunk_bytes = (uint64_t)esize * (a->frames_per_chunk ? a->frames_per_chunk : 1);
     if (a->has_tile && a->tile_rank != rank) {
         cli_errorf("--tile has %u axes but the frames have %u", a->tile_rank, rank);
         return CLI_EUSAGE;
@@ -514,11 +514,14 @@ static int ingest_frames(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
 
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (a.source.rank > 0 && check_layout(&a, a.source.dtype, a.source.rank, a.source.dims) != 0)
+        return usage_hint();
     frame_source *src = NULL;
     rc = frame_source_open(&src, a.src, &a.source);
     if (rc != 0)
         return rc == FRAME_SOURCE_EUSAGE ? usage_hint() : CLI_EDATA;
-    if ((rc = check_layout(&a, src)) != 0) {
+    if ((rc = check_layout(&a, frame_source_dtype(src), frame_source_rank(src),
+                           frame_source_dims(src))) != 0) {
         frame_source_close(src);
         return usage_hint();
     }

@@ -435,9 +435,20 @@ def test_usage_errors():
         ("--rate 0", ["sim", "--rate", "0", "-o", out]),
         ("relative --path", ["sim", "--path", "entry/data", "-o", out]),
         ("--locking bad", ["sim", "--locking", "maybe", "-o", out]),
+        ("a chunk over 4 GiB from --shape", ["sim", "--shape", "100000x100000", "-o", out]),
         ("--shape differs from an h5 source", [AGBE + ":" + AGBE_DATASET, "--shape",
                                                "10x10", "-o", out]),
     ]
+    # A shape far too big is refused before the simulator precomputes its 10^10 pixels
+    # (that took minutes before the check moved ahead of opening the source).
+    try:
+        rc, _, err = run(["ingest", "frames", "sim", "--shape", "100000x100000", "-o", out],
+                         timeout=10)
+        check("a chunk over 4 GiB is refused at once (exit 2, within 10 s)",
+              rc == 2 and "4 GiB" in err, "exit %d: %s" % (rc, err.strip()[:200]))
+    except subprocess.TimeoutExpired:
+        check("a chunk over 4 GiB is refused at once (exit 2, within 10 s)", False,
+              "still running after 10 s")
     for name, args in cases:
         if os.path.exists(out):
             os.remove(out)
