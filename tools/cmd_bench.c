@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "frame_source.h"
 #include "h5s_codec.h"
 #include "h5stream.h"
 
@@ -72,137 +73,66 @@ typedef struct {
     unsigned h, w;
     size_t frame_bytes;
     int32_t *pool[BENCH_POOL];
-    char source[1100];
+    char source[1400];
 } bench_frames;
 
-static uint64_t rng_next(uint64_t *s)
-{
-    /* splitmix64: tiny, seedable, good enough for resampling. */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(uint64_t *s)
-{
-    return ((double)(rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
-/* Poisson(lambda): Knuth's product method for small lambda, the normal approximation
- * above 30, where it is within the noise of a benchmark's content. */
-static int32_t poisson(uint64_t *s, double lambda)
-{
-    if (lambda <= 0)
-        return 0;
-    if (lambda < 30) {
-        double limit = exp(-lambda), p = 1.0;
-        int32_t k = -1;
-        do {
-            k++;
-            p *= rng_uniform(s);
-        } while (p > limit);
-        return k;
-    }
-    double u1 = rng_uniform(s), u2 = rng_uniform(s);
-    double n = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-    double v = floor(lambda + sqrt(lambda) * n + 0.5);
-    return v < 0 ? 0 : v > 2147483647.0 ? 2147483647 : (int32_t)v;
-}
-
-/* Reads the template frame, or returns -1 (the caller falls back to a synthetic one). */
-static int read_template(const char *path, int32_t **out, unsigned *h, unsigned *w)
-{
-    if (access(path, R_OK) != 0)
-        return -1;
-    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (fid < 0)
-        return -1;
-    int rc = -1;
-    hid_t d = H5Dopen2(fid, "/entry/data/data", H5P_DEFAULT);
-    hid_t s = d >= 0 ? H5Dget_space(d) : -1;
-    hsize_t dims[2];
-    if (s >= 0 && H5Sget_simple_extent_ndims(s) == 2 &&
-        H5Sget_simple_extent_dims(s, dims, NULL) == 2 && dims[0] * dims[1] > 0) {
-        int32_t *buf = malloc((size_t)(dims[0] * dims[1]) * sizeof *buf);
-        if (buf && H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0) {
-            *out = buf;
-            *h = (unsigned)dims[0];
-            *w = (unsigned)dims[1];
-            rc = 0;
-        } else {
-            free(buf);
-        }
-    }
-    if (s >= 0)
-        H5Sclose(s);
-    if (d >= 0)
-        H5Dclose(d);
-    H5Fclose(fid);
-    return rc;
-}
-
-/* A Pilatus-sized powder pattern: a few hundred counts of background and bright rings. */
-static int32_t *synthetic_template(unsigned h, unsigned w)
-{
-    int32_t *t = malloc((size_t)h * w * sizeof *t);
-    if (!t)
-        return NULL;
-    for (unsigned y = 0; y < h; y++)
-        for (unsigned x = 0; x < w; x++) {
-            double r = hypot((double)x - w * 0.3, (double)y - h * 0.5);
-            double ring = fmod(r, 58.0) - 29.0;
-            t[(size_t)y * w + x] = (int32_t)(150.0 + 20000.0 * exp(-ring * ring / 8.0));
-        }
-    return t;
-}
-
+/* The real frame, from H5S_SHARED_DATA (set by the tests) or ../shared/data beside the
+ * checkout (where README's commands run), if either has it. */
 static const char *template_path(char *buf, size_t bufsize)
 {
     const char *rel = "frames/AgBehenate_228.hdf5";
     const char *env = getenv("H5S_SHARED_DATA");
-    if (env && env[0]) {
-        snprintf(buf, bufsize, "%s/%s", env, rel);
-        if (access(buf, R_OK) == 0)
-            return buf;
-    }
-    snprintf(buf, bufsize, "/work/shared/data/%s", rel);
-    return buf;
+    snprintf(buf, bufsize, "%s/%s", env && env[0] ? env : "../shared/data", rel);
+    return access(buf, R_OK) == 0 ? buf : NULL;
 }
 
+/* Fills the pool with Poisson resamples of the real frame through the ingest sources
+ * (FILE.h5:/dataset with --poisson), or with the simulator's powder rings at the same
+ * shape and type when the frame is not there. */
 static int make_frames(bench_frames *fr)
 {
-    int32_t *tmpl = NULL;
-    char path[1024];
-    template_path(path, sizeof path);
-    if (read_template(path, &tmpl, &fr->h, &fr->w) == 0) {
-        snprintf(fr->source, sizeof fr->source,
-                 "Poisson resamples of %s:/entry/data/data (pool of %d)", path, BENCH_POOL);
+    char path[1024], spec[1100];
+    const char *tmpl = template_path(path, sizeof path);
+    frame_source_options o = FRAME_SOURCE_OPTIONS_INIT;
+    o.has_count = 1;
+    o.count = BENCH_POOL;
+    o.seed = 228;
+    if (tmpl) {
+        snprintf(spec, sizeof spec, "%s:/entry/data/data", tmpl);
+        o.poisson = 1;
+        o.repeat = BENCH_POOL;
+        snprintf(fr->source, sizeof fr->source, "Poisson resamples of %s (pool of %d)", spec,
+                 BENCH_POOL);
     } else {
-        fr->h = 195;
-        fr->w = 487;
-        tmpl = synthetic_template(fr->h, fr->w);
+        snprintf(spec, sizeof spec, "sim:poisson");
+        o.dtype = H5S_INT32;
+        o.rank = 2;
+        o.dims[0] = 195;
+        o.dims[1] = 487;
         snprintf(fr->source, sizeof fr->source,
-                 "Poisson resamples of a synthetic powder pattern (%s not found; pool of %d)", path,
+                 "simulated photon-counting frames, 195x487 int32 (%s/frames/AgBehenate_228.hdf5 "
+                 "not found; pool of %d)",
+                 getenv("H5S_SHARED_DATA") ? getenv("H5S_SHARED_DATA") : "../shared/data",
                  BENCH_POOL);
     }
-    if (!tmpl)
+    frame_source *src;
+    if (frame_source_open(&src, spec, &o) != 0)
         return -1;
-    size_t n = (size_t)fr->h * fr->w;
-    fr->frame_bytes = n * sizeof(int32_t);
-    uint64_t seed = 228;
-    for (int i = 0; i < BENCH_POOL; i++) {
-        fr->pool[i] = malloc(fr->frame_bytes);
-        if (!fr->pool[i]) {
-            free(tmpl);
-            return -1;
-        }
-        /* Masked pixels (negative in Pilatus frames) stay as they are, as in ingest. */
-        for (size_t p = 0; p < n; p++)
-            fr->pool[i][p] = tmpl[p] < 0 ? tmpl[p] : poisson(&seed, (double)tmpl[p]);
+    int rc = 0;
+    if (frame_source_dtype(src) != H5S_INT32 || frame_source_rank(src) != 2) {
+        cli_errorf("bench: %s is not 2-D int32 frames", spec);
+        rc = -1;
     }
-    free(tmpl);
-    return 0;
+    fr->h = (unsigned)frame_source_dims(src)[0];
+    fr->w = (unsigned)frame_source_dims(src)[1];
+    fr->frame_bytes = frame_source_frame_bytes(src);
+    for (int i = 0; rc == 0 && i < BENCH_POOL; i++) {
+        fr->pool[i] = malloc(fr->frame_bytes);
+        if (!fr->pool[i] || frame_source_next(src, fr->pool[i]) != 1)
+            rc = -1;
+    }
+    frame_source_close(src);
+    return rc;
 }
 
 /* ---- Runs ---- */
@@ -882,7 +812,9 @@ int cli_bench(int argc, char **argv)
     bench_frames fr;
     memset(&fr, 0, sizeof fr);
     if (make_frames(&fr) != 0) {
-        cli_errorf("bench: out of memory making the frame pool");
+        cli_errorf("bench: cannot make the frame pool");
+        for (int i = 0; i < BENCH_POOL; i++)
+            free(fr.pool[i]);
         remove_dir(dir);
         return CLI_EDATA;
     }
