@@ -227,6 +227,5 @@ void h5s_frames_test_break_after(h5s_frames *fr, uint64_t chunks);
 
 /* Small HDF5 helpers shared by the engine's files. */
 int h5s_attr_string(hid_t obj, const char *name, const char *value);
-int h5s_path_exists(hid_t loc, const char *path);
 
 #endif

@@ -302,24 +302,6 @@ const char *h5s_file_path(const h5s_file *file)
     return file ? file->path : NULL;
 }
 
-/* 1 if every component of path exists as a link. */
-int h5s_path_exists(hid_t loc, const char *path)
-{
-    char buf[1024];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return 0;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        htri_t e = H5Lexists(loc, buf, H5P_DEFAULT);
-        *p = '/';
-        if (e <= 0)
-            return 0;
-    }
-    return H5Lexists(loc, buf, H5P_DEFAULT) > 0;
-}
-
 int h5s_file_link(h5s_file *file, const char *link_path, const char *target_path)
 {
     h5s_error_clear();
@@ -328,10 +310,10 @@ int h5s_file_link(h5s_file *file, const char *link_path, const char *target_path
     if (file->started)
         return h5s_error_set(H5S_ESTATE, "%s: hard link %s after SWMR started", file->path,
                              link_path);
-    if (!h5s_path_exists(file->fid, target_path))
+    if (!h5s_format_path_exists(file->fid, target_path))
         return h5s_error_set(H5S_ENOTFOUND, "%s: link target %s does not exist", file->path,
                              target_path);
-    if (h5s_path_exists(file->fid, link_path))
+    if (h5s_format_path_exists(file->fid, link_path))
         return h5s_error_set(H5S_EINVAL, "%s: %s already exists", file->path, link_path);
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);

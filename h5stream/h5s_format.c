@@ -2,6 +2,7 @@
 #include "h5s_format.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "h5s_error.h"
@@ -15,6 +16,128 @@ hid_t h5s_format_status_type(void)
     H5Tinsert(t, "heartbeat", HOFFSET(h5s_status_row, heartbeat), H5T_NATIVE_DOUBLE);
     H5Tinsert(t, "committed", HOFFSET(h5s_status_row, committed), H5T_NATIVE_UINT64);
     return t;
+}
+
+/* Rank of the dataset at name (relative to loc), or -1 if it is not a dataset. */
+static int dataset_rank(hid_t loc, const char *name)
+{
+    H5O_info_t oi;
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0 ||
+        H5Oget_info_by_name(loc, name, &oi, H5P_DEFAULT) < 0 || oi.type != H5O_TYPE_DATASET)
+        return -1;
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    hid_t s = d >= 0 ? H5Dget_space(d) : H5I_INVALID_HID;
+    int rank = s >= 0 ? H5Sget_simple_extent_ndims(s) : -1;
+    if (s >= 0)
+        H5Sclose(s);
+    if (d >= 0)
+        H5Dclose(d);
+    return rank;
+}
+
+int h5s_format_path_exists(hid_t loc, const char *path)
+{
+    char buf[H5S_FORMAT_PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return 0;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        htri_t e = H5Lexists(loc, buf, H5P_DEFAULT);
+        *p = '/';
+        if (e <= 0)
+            return 0;
+    }
+    return H5Lexists(loc, buf, H5P_DEFAULT) > 0;
+}
+
+/* Fills f->per_frame from the data's h5stream_per_frame attribute (names in its group). */
+static int read_per_frame(hid_t fid, h5s_format_frames *f, const char *file)
+{
+    char list[H5S_FORMAT_PER_FRAME_MAX * 64];
+    f->nper_frame = 0;
+    char group[H5S_FORMAT_PATH_MAX];
+    snprintf(group, sizeof group, "%.*s", (int)(strrchr(f->data, '/') - f->data), f->data);
+    if (H5Aexists_by_name(fid, f->data, H5S_ATTR_PER_FRAME, H5P_DEFAULT) <= 0) {
+        char ts[H5S_FORMAT_PATH_MAX];
+        if (h5s_format_sidecar(ts, sizeof ts, f->data, H5S_SIDECAR_TIMESTAMP) == 0 &&
+            h5s_format_path_exists(fid, ts) && dataset_rank(fid, ts) == 1)
+            snprintf(f->per_frame[f->nper_frame++], H5S_FORMAT_PATH_MAX, "%s", ts);
+        return 0;
+    }
+    hid_t a = H5Aopen_by_name(fid, f->data, H5S_ATTR_PER_FRAME, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+    int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) &&
+             H5Tget_size(t) < sizeof list;
+    memset(list, 0, sizeof list);
+    ok = ok && H5Aread(a, t, list) >= 0;
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    if (!ok)
+        return h5s_error_set(H5S_EFORMAT, "%s: %s: unreadable %s attribute", file, f->data,
+                             H5S_ATTR_PER_FRAME);
+    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+         name = strtok_r(NULL, ",", &save)) {
+        if (f->nper_frame == H5S_FORMAT_PER_FRAME_MAX)
+            return h5s_error_set(H5S_EFORMAT, "%s: %s: more than %d per-frame datasets", file,
+                                 f->data, H5S_FORMAT_PER_FRAME_MAX);
+        char *out = f->per_frame[f->nper_frame++];
+        if (snprintf(out, H5S_FORMAT_PATH_MAX, "%s/%s", group, name) >= H5S_FORMAT_PATH_MAX)
+            return h5s_error_set(H5S_EFORMAT, "%s: %s: per-frame name too long", file, f->data);
+    }
+    return 0;
+}
+
+typedef struct {
+    hid_t fid;
+    const char *file;
+    int (*fn)(const h5s_format_frames *, void *);
+    void *payload;
+    h5s_format_frames *found; /* scratch, reused for every dataset */
+    haddr_t *seen;            /* object addresses already reported */
+    size_t nseen;
+    int rc;
+} find_walk;
+
+static herr_t find_link(hid_t root, const char *name, const H5L_info_t *info, void *payload)
+{
+    find_walk *w = payload;
+    h5s_format_frames *f = w->found;
+    if (info->type != H5L_TYPE_HARD ||
+        snprintf(f->data, sizeof f->data, "/%s", name) >= (int)sizeof f->data ||
+        dataset_rank(root, name) < 2 ||
+        h5s_format_sidecar(f->marker, sizeof f->marker, f->data, H5S_SIDECAR_FRAME_ID) != 0 ||
+        !h5s_format_path_exists(w->fid, f->marker) || dataset_rank(w->fid, f->marker) != 1)
+        return 0;
+    for (size_t i = 0; i < w->nseen; i++)
+        if (w->seen[i] == info->u.address)
+            return 0;
+    haddr_t *grown = realloc(w->seen, (w->nseen + 1) * sizeof *grown);
+    if (!grown) {
+        w->rc = h5s_error_set(H5S_ENOMEM, "%s: out of memory", w->file);
+        return -1;
+    }
+    w->seen = grown;
+    w->seen[w->nseen++] = info->u.address;
+    if ((w->rc = read_per_frame(w->fid, f, w->file)) != 0 || (w->rc = w->fn(f, w->payload)) != 0)
+        return -1;
+    return 0;
+}
+
+int h5s_format_find_frames(hid_t fid, const char *file,
+                           int (*fn)(const h5s_format_frames *frames, void *payload), void *payload)
+{
+    find_walk w = {fid, file, fn, payload, malloc(sizeof(h5s_format_frames)), NULL, 0, 0};
+    if (!w.found)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", file);
+    if (H5Lvisit(fid, H5_INDEX_NAME, H5_ITER_INC, find_link, &w) < 0 && !w.rc)
+        w.rc = h5s_error_set_h5(H5S_EIO, "%s: cannot list its objects", file);
+    free(w.found);
+    free(w.seen);
+    return w.rc;
 }
 
 hid_t h5s_format_swmr_read_fapl(void)

@@ -78,6 +78,37 @@ int h5s_format_sidecar(char *out, size_t outsize, const char *data_path, const c
  */
 hid_t h5s_format_swmr_read_fapl(void);
 
+/* 1 when every component of the absolute path exists as a link (H5Lexists alone fails
+ * when a parent is missing). */
+int h5s_format_path_exists(hid_t loc, const char *path);
+
+/* Limits of a frames dataset's description. */
+#define H5S_FORMAT_PATH_MAX 512
+#define H5S_FORMAT_PER_FRAME_MAX 65 /* timestamp and up to 64 declared values */
+
+/* One frames dataset of a file, as h5s_format_find_frames reports it. */
+typedef struct {
+    char data[H5S_FORMAT_PATH_MAX];   /* its name beside frame_id (not a NeXus alias) */
+    char marker[H5S_FORMAT_PATH_MAX]; /* its frame_id, the commit marker */
+    unsigned nper_frame;
+    /* Its per-frame payload datasets (absolute paths), as its h5stream_per_frame attribute
+     * lists them; without that attribute, its timestamp if it has one. */
+    char per_frame[H5S_FORMAT_PER_FRAME_MAX][H5S_FORMAT_PATH_MAX];
+} h5s_format_frames;
+
+/*
+ * Calls fn once for each frames dataset of an open file: a dataset of rank 2 or more
+ * with a 1-D frame_id beside it, found through its links (the NeXus alias
+ * /entry/data/data has no frame_id beside it, so the object is reported once, under
+ * its own name). fn returns 0 to go on, anything else to stop with that value.
+ * Returns 0, fn's value, or H5S_EIO/H5S_ENOMEM/H5S_EFORMAT with a message naming file.
+ * The one place that decides what a frames dataset is: recover, info and
+ * h5s_file_open_append all use it.
+ */
+int h5s_format_find_frames(hid_t fid, const char *file,
+                           int (*fn)(const h5s_format_frames *frames, void *payload),
+                           void *payload);
+
 /* HDF5 little-endian file/memory type for a dtype (a predefined id; do not close). */
 hid_t h5s_format_h5type(h5s_dtype dtype);
 

@@ -35,7 +35,7 @@ static const char *file_path(const h5s_frames *fr)
 /* Creates group path (and its parents) unless it exists; tags new ones with NX_class. */
 static int nexus_group(hid_t fid, const char *path, const char *nx_class)
 {
-    if (h5s_path_exists(fid, path))
+    if (h5s_format_path_exists(fid, path))
         return 0;
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
@@ -250,9 +250,9 @@ int h5s_frames_create(h5s_frames **out, h5s_file *file, const char *path,
         (rc = h5s_format_sidecar(fr->id_path, sizeof fr->id_path, p, H5S_SIDECAR_FRAME_ID)) ||
         (rc = h5s_format_sidecar(fr->ts_path, sizeof fr->ts_path, p, H5S_SIDECAR_TIMESTAMP)))
         goto fail;
-    if (h5s_path_exists(file->fid, p) || h5s_path_exists(file->fid, fr->id_path) ||
-        h5s_path_exists(file->fid, fr->ts_path) ||
-        (nexus && h5s_path_exists(file->fid, H5S_FRAMES_NXDATA_LINK))) {
+    if (h5s_format_path_exists(file->fid, p) || h5s_format_path_exists(file->fid, fr->id_path) ||
+        h5s_format_path_exists(file->fid, fr->ts_path) ||
+        (nexus && h5s_format_path_exists(file->fid, H5S_FRAMES_NXDATA_LINK))) {
         rc = h5s_error_set(H5S_EINVAL, "%s: %s or its per-frame datasets already exist", file->path,
                            p);
         goto fail;
@@ -339,34 +339,21 @@ static int read_layout(h5s_frames *fr, hid_t d)
     return rc;
 }
 
-/* Declares the per-frame values listed in the data's h5stream_per_frame attribute. */
-static int adopt_scalars(h5s_frames *fr, hid_t d)
+/* Declares the per-frame values among the dataset's per-frame datasets (all but its
+ * timestamp), as h5s_format_find_frames found them. */
+static int adopt_scalars(h5s_frames *fr, const h5s_format_frames *found)
 {
-    char list[H5S_MAX_SCALARS * H5S_NAME_MAX] = "";
-    hid_t a = H5Aopen(d, H5S_ATTR_PER_FRAME, H5P_DEFAULT);
-    hid_t t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
-    int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) &&
-             H5Tget_size(t) < sizeof list && H5Aread(a, t, list) >= 0;
-    if (t >= 0)
-        H5Tclose(t);
-    if (a >= 0)
-        H5Aclose(a);
-    if (!ok)
-        return h5s_error_set(H5S_EFORMAT, "%s: %s: unreadable %s attribute", file_path(fr),
-                             fr->path, H5S_ATTR_PER_FRAME);
-    const char *ts_name = strrchr(fr->ts_path, '/') + 1;
-    int group_len = (int)(strrchr(fr->path, '/') - fr->path);
-    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
-         name = strtok_r(NULL, ",", &save)) {
-        if (strcmp(name, ts_name) == 0)
+    for (unsigned i = 0; i < found->nper_frame; i++) {
+        const char *path = found->per_frame[i];
+        if (strcmp(path, fr->ts_path) == 0)
             continue;
         if (fr->nscalars == H5S_MAX_SCALARS)
             return h5s_error_set(H5S_EFORMAT, "%s: %s: more than %d per-frame values",
                                  file_path(fr), fr->path, H5S_MAX_SCALARS);
         h5s_scalar *sc = &fr->scalars[fr->nscalars];
         memset(sc, 0, sizeof *sc);
-        snprintf(sc->name, sizeof sc->name, "%s", name);
-        snprintf(sc->path, sizeof sc->path, "%.*s/%s", group_len, fr->path, name);
+        snprintf(sc->name, sizeof sc->name, "%s", strrchr(path, '/') + 1);
+        snprintf(sc->path, sizeof sc->path, "%s", path);
         hid_t sd = H5Dopen2(fr->file->fid, sc->path, H5P_DEFAULT);
         hid_t st = sd >= 0 ? H5Dget_type(sd) : H5I_INVALID_HID;
         sc->dtype = st >= 0 ? h5s_format_dtype_of(st) : H5S_DTYPE_INVALID;
@@ -384,8 +371,9 @@ static int adopt_scalars(h5s_frames *fr, hid_t d)
 }
 
 /* Builds the frames object of an existing dataset; the counts come from its marker. */
-static int adopt(h5s_file *f, const char *path)
+static int adopt(h5s_file *f, const h5s_format_frames *found)
 {
+    const char *path = found->data;
     h5s_frames *fr = calloc(1, sizeof *fr);
     h5s_frames **grown = realloc(f->frames, (f->nframes + 1) * sizeof *grown);
     if (!fr || !grown) {
@@ -404,7 +392,7 @@ static int adopt(h5s_file *f, const char *path)
         !(rc = layout(fr)) &&
         !(rc = h5s_format_sidecar(fr->id_path, sizeof fr->id_path, path, H5S_SIDECAR_FRAME_ID)) &&
         !(rc = h5s_format_sidecar(fr->ts_path, sizeof fr->ts_path, path, H5S_SIDECAR_TIMESTAMP)))
-        rc = adopt_scalars(fr, d);
+        rc = adopt_scalars(fr, found);
     if (d >= 0)
         H5Dclose(d);
     int64_t n = rc ? -1 : extent_of(f->fid, fr->id_path);
@@ -432,46 +420,14 @@ static int adopt(h5s_file *f, const char *path)
     return 0;
 }
 
-typedef struct {
-    h5s_file *f;
-    int rc;
-    haddr_t seen[H5S_MAX_SCALARS];
-    size_t nseen;
-} adopt_walk;
-
-/* H5Lvisit callback: adopts each dataset carrying h5stream_per_frame once, under the name
- * its frame_id sits beside (not the NeXus alias /entry/data/data). */
-static herr_t adopt_link(hid_t root, const char *name, const H5L_info_t *info, void *payload)
+static int adopt_found(const h5s_format_frames *found, void *payload)
 {
-    adopt_walk *w = payload;
-    char path[2 * H5S_NAME_MAX], marker[2 * H5S_NAME_MAX];
-    H5O_info_t oi;
-    if (info->type != H5L_TYPE_HARD ||
-        snprintf(path, sizeof path, "/%s", name) >= (int)sizeof path ||
-        H5Oget_info_by_name(root, name, &oi, H5P_DEFAULT) < 0 || oi.type != H5O_TYPE_DATASET ||
-        H5Aexists_by_name(root, name, H5S_ATTR_PER_FRAME, H5P_DEFAULT) <= 0 ||
-        h5s_format_sidecar(marker, sizeof marker, path, H5S_SIDECAR_FRAME_ID) != 0 ||
-        !h5s_path_exists(root, marker))
-        return 0;
-    for (size_t i = 0; i < w->nseen; i++)
-        if (w->seen[i] == oi.addr)
-            return 0;
-    if (w->nseen == H5S_MAX_SCALARS) {
-        w->rc = h5s_error_set(H5S_EFORMAT, "%s: more than %d frames datasets", w->f->path,
-                              H5S_MAX_SCALARS);
-        return -1;
-    }
-    w->seen[w->nseen++] = oi.addr;
-    w->rc = adopt(w->f, path);
-    return w->rc ? -1 : 0;
+    return adopt(payload, found);
 }
 
 int h5s_frames_adopt_all(h5s_file *f)
 {
-    adopt_walk w = {f, 0, {0}, 0};
-    if (H5Lvisit(f->fid, H5_INDEX_NAME, H5_ITER_INC, adopt_link, &w) < 0 && !w.rc)
-        w.rc = h5s_error_set_h5(H5S_EIO, "%s: cannot list its objects", f->path);
-    return w.rc;
+    return h5s_format_find_frames(f->fid, f->path, adopt_found, f);
 }
 
 int h5s_frames_info(const h5s_frames *fr, h5s_frames_options *out)
@@ -517,7 +473,7 @@ int h5s_frames_add_scalar(h5s_frames *fr, const char *name, h5s_dtype dtype)
     int rc = h5s_format_sidecar(s->path, sizeof s->path, fr->path, name);
     if (rc)
         return rc;
-    if (h5s_path_exists(fr->file->fid, s->path))
+    if (h5s_format_path_exists(fr->file->fid, s->path))
         return h5s_error_set(H5S_EINVAL, "%s: %s already exists", file_path(fr), s->path);
     if (create_meta_dataset(fr->file->fid, s->path, h5s_format_h5type(dtype), NULL) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: cannot create %s", file_path(fr), s->path);

@@ -79,10 +79,6 @@ typedef struct {
 typedef struct {
     char data[RC_PATH_MAX];   /* the name it was found under */
     char marker[RC_PATH_MAX]; /* frame_id */
-    char group[RC_PATH_MAX];  /* parent group, "/" for the root */
-    char prefix[RC_PATH_MAX]; /* per-frame names start with this: "" or "NAME_" */
-    char per_frame[4096];     /* ",a,b," from the h5stream_per_frame attribute, or "" */
-    haddr_t addr;             /* object address, to see each dataset once */
     uint64_t committed;       /* frame_id extent */
     uint64_t extent;          /* data extent */
     rc_side *side;            /* per-frame datasets other than frame_id */
@@ -94,7 +90,6 @@ typedef struct {
     hid_t fid;
     rc_set *sets;
     size_t nsets;
-    int rc; /* first error met while visiting */
 } rc_scan;
 
 /* ---- Superblock and other processes ---- */
@@ -301,145 +296,45 @@ static int probe_dataset(hid_t loc, const char *name, int *rank, hsize_t dims[RC
     return 1;
 }
 
-/* Reads the data's h5stream_per_frame attribute as ",a,b," into out ("" if absent). */
-static void read_per_frame_list(hid_t loc, const char *name, char *out, size_t outsize)
-{
-    out[0] = '\0';
-    if (H5Aexists_by_name(loc, name, H5S_ATTR_PER_FRAME, H5P_DEFAULT) <= 0)
-        return;
-    hid_t a = H5Aopen_by_name(loc, name, H5S_ATTR_PER_FRAME, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
-    size_t n =
-        t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) ? H5Tget_size(t) : 0;
-    if (n > 0 && n + 3 <= outsize) {
-        out[0] = ',';
-        if (H5Aread(a, t, out + 1) >= 0) {
-            out[n + 1] = '\0';
-            size_t len = strlen(out);
-            out[len] = ',';
-            out[len + 1] = '\0';
-        } else {
-            out[0] = '\0';
-        }
-    }
-    if (t >= 0)
-        H5Tclose(t);
-    if (a >= 0)
-        H5Aclose(a);
-}
-
-/*
- * H5Lvisit callback. Links, not objects: the default layout reaches the detector data
- * through two hard links, and H5Ovisit reports an object under the first name it meets,
- * which is /entry/data/data (NXdata), whose sidecar names do not exist.
- */
-static herr_t visit_link(hid_t root, const char *name, const H5L_info_t *info, void *payload)
+/* Keeps one frames dataset found by h5s_format_find_frames, with the extents of its
+ * marker, its data and every per-frame dataset its h5stream_per_frame attribute lists
+ * (recovery trims exactly those, never a neighbour). */
+static int collect_set(const h5s_format_frames *found, void *payload)
 {
     rc_scan *sc = payload;
-    if (info->type != H5L_TYPE_HARD)
-        return 0;
-    int rank = 0;
-    hsize_t dims[RC_MAX_RANK];
-    if (!probe_dataset(root, name, &rank, dims, NULL) || rank < 2)
-        return 0;
-    for (size_t i = 0; i < sc->nsets; i++)
-        if (sc->sets[i].addr == info->u.address)
-            return 0;
-
     rc_set s;
     memset(&s, 0, sizeof s);
-    if (snprintf(s.data, sizeof s.data, "/%s", name) >= (int)sizeof s.data ||
-        h5s_format_sidecar(s.marker, sizeof s.marker, s.data, H5S_SIDECAR_FRAME_ID) != 0)
-        return 0;
-    int mrank = 0;
-    hsize_t mdims[RC_MAX_RANK];
-    if (!probe_dataset(sc->fid, s.marker, &mrank, mdims, NULL) || mrank != 1)
-        return 0;
-    s.addr = info->u.address;
+    snprintf(s.data, sizeof s.data, "%s", found->data);
+    snprintf(s.marker, sizeof s.marker, "%s", found->marker);
+    int rank = 0;
+    hsize_t dims[RC_MAX_RANK];
+    if (!probe_dataset(sc->fid, s.data, &rank, dims, NULL))
+        return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot read its extent", sc->file, s.data);
     s.extent = dims[0];
-    s.committed = mdims[0];
-    read_per_frame_list(root, name, s.per_frame, sizeof s.per_frame);
-    const char *slash = strrchr(s.data, '/');
-    if (slash == s.data)
-        snprintf(s.group, sizeof s.group, "/");
-    else
-        snprintf(s.group, sizeof s.group, "%.*s", (int)(slash - s.data), s.data);
-    if (strcmp(slash + 1, "data") != 0) {
-        /* NAME_ ; s.data is shorter than s.prefix, so NAME plus "_" always fits. */
-        size_t blen = strlen(slash + 1);
-        memcpy(s.prefix, slash + 1, blen);
-        s.prefix[blen] = '_';
-        s.prefix[blen + 1] = '\0';
+    if (!probe_dataset(sc->fid, s.marker, &rank, dims, NULL))
+        return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot read its extent", sc->file, s.marker);
+    s.committed = dims[0];
+    s.side = calloc(found->nper_frame ? found->nper_frame : 1, sizeof *s.side);
+    if (!s.side)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", sc->file);
+    for (unsigned i = 0; i < found->nper_frame; i++) {
+        rc_side *side = &s.side[s.nside];
+        snprintf(side->path, sizeof side->path, "%s", found->per_frame[i]);
+        if (!probe_dataset(sc->fid, side->path, &rank, dims, NULL) || rank != 1) {
+            free(s.side);
+            return h5s_error_set(H5S_EFORMAT, "%s: %s: per-frame dataset %s is missing or not 1-D",
+                                 sc->file, s.data, side->path);
+        }
+        side->extent = dims[0];
+        s.nside++;
     }
-
     rc_set *grown = realloc(sc->sets, (sc->nsets + 1) * sizeof *grown);
     if (!grown) {
-        sc->rc = h5s_error_set(H5S_ENOMEM, "%s: out of memory", sc->file);
-        return -1;
+        free(s.side);
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", sc->file);
     }
     sc->sets = grown;
     sc->sets[sc->nsets++] = s;
-    return 0;
-}
-
-typedef struct {
-    rc_scan *sc;
-    rc_set *set;
-} rc_group_walk;
-
-/* Length of the longest prefix among the group's frames datasets that name starts with. */
-static size_t best_prefix(const rc_scan *sc, const char *group, const char *name)
-{
-    size_t best = 0;
-    for (size_t i = 0; i < sc->nsets; i++) {
-        size_t n = strlen(sc->sets[i].prefix);
-        if (strcmp(sc->sets[i].group, group) == 0 && n >= best &&
-            strncmp(name, sc->sets[i].prefix, n) == 0)
-            best = n;
-    }
-    return best;
-}
-
-/*
- * H5Literate callback over a frames dataset's group: collects its per-frame datasets,
- * the 1-D datasets extendible along their axis whose names carry its prefix. When two
- * frames datasets share a group ("data" with prefix "" and "image" with "image_"), a
- * name goes to the one with the longer matching prefix.
- */
-static herr_t collect_side(hid_t g, const char *name, const H5L_info_t *info, void *payload)
-{
-    rc_group_walk *w = payload;
-    rc_set *s = w->set;
-    size_t plen = strlen(s->prefix);
-    if (info->type != H5L_TYPE_HARD)
-        return 0;
-    if (s->per_frame[0]) {
-        /* The writer listed its per-frame datasets: take exactly those. */
-        char token[RC_PATH_MAX + 2];
-        snprintf(token, sizeof token, ",%s,", name);
-        if (!strstr(s->per_frame, token))
-            return 0;
-    } else if (strncmp(name, s->prefix, plen) != 0 || best_prefix(w->sc, s->group, name) != plen) {
-        return 0; /* a file from before the list: go by the naming rule */
-    }
-    int rank = 0;
-    hsize_t dims[RC_MAX_RANK], max0 = 0;
-    if (!probe_dataset(g, name, &rank, dims, &max0) || rank != 1 || max0 != H5S_UNLIMITED)
-        return 0;
-    rc_side side;
-    int n = strcmp(s->group, "/") == 0
-                ? snprintf(side.path, sizeof side.path, "/%s", name)
-                : snprintf(side.path, sizeof side.path, "%s/%s", s->group, name);
-    if (n < 0 || n >= (int)sizeof side.path || strcmp(side.path, s->marker) == 0)
-        return 0;
-    side.extent = dims[0];
-    rc_side *grown = realloc(s->side, (s->nside + 1) * sizeof *grown);
-    if (!grown) {
-        w->sc->rc = h5s_error_set(H5S_ENOMEM, "%s: out of memory", w->sc->file);
-        return -1;
-    }
-    s->side = grown;
-    s->side[s->nside++] = side;
     return 0;
 }
 
@@ -454,20 +349,7 @@ static void scan_free(rc_scan *sc)
 
 static int scan_file(rc_scan *sc)
 {
-    if (H5Lvisit(sc->fid, H5_INDEX_NAME, H5_ITER_INC, visit_link, sc) < 0)
-        return sc->rc ? sc->rc : h5s_error_set_h5(H5S_EIO, "%s: cannot list its objects", sc->file);
-    for (size_t i = 0; i < sc->nsets; i++) {
-        rc_group_walk w = {sc, &sc->sets[i]};
-        hid_t g = H5Gopen2(sc->fid, sc->sets[i].group, H5P_DEFAULT);
-        herr_t st = g < 0 ? -1 : H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, collect_side, &w);
-        if (g >= 0)
-            H5Gclose(g);
-        if (st < 0)
-            return sc->rc ? sc->rc
-                          : h5s_error_set_h5(H5S_EIO, "%s: cannot list group %s", sc->file,
-                                             sc->sets[i].group);
-    }
-    return 0;
+    return h5s_format_find_frames(sc->fid, sc->file, collect_set, sc);
 }
 
 /* ---- Step 4: trimming, status ---- */
@@ -818,7 +700,7 @@ static int recover(const char *path, h5s_recover_report *rep)
             return rc;
     }
 
-    rc_scan sc = {path, H5I_INVALID_HID, NULL, 0, 0};
+    rc_scan sc = {path, H5I_INVALID_HID, NULL, 0};
     sc.fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (sc.fid < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: cannot open", path);

@@ -39,7 +39,6 @@ typedef struct {
 typedef struct {
     char path[INFO_PATH_MAX];
     char marker[INFO_PATH_MAX];
-    haddr_t addr;
     h5s_dtype dtype;
     char type_desc[64]; /* for types h5stream does not write */
     int rank;           /* dataset rank = frame rank + 1 */
@@ -53,7 +52,8 @@ typedef struct {
     double fill;
     int has_fill;
     uint64_t storage_bytes;
-    char per_frame[16][256]; /* names of the per-frame datasets beside it */
+    /* names of frame_id and of the per-frame datasets h5stream_per_frame lists */
+    char per_frame[H5S_FORMAT_PER_FRAME_MAX + 1][256];
     int nper_frame;
 } info_frames;
 
@@ -227,33 +227,11 @@ static void measure(hid_t fid, info_frames *fr)
     H5Dclose(d);
 }
 
-typedef struct {
-    info_frames *fr;
-    const char *prefix;
-} info_side_walk;
-
-static herr_t collect_per_frame(hid_t g, const char *name, const H5L_info_t *li, void *payload)
-{
-    info_side_walk *w = payload;
-    size_t plen = strlen(w->prefix);
-    hsize_t dims[INFO_MAX_RANK], max0 = 0;
-    if (li->type != H5L_TYPE_HARD || strncmp(name, w->prefix, plen) != 0 ||
-        w->fr->nper_frame >= 16 || dataset_extent(g, name, dims, &max0) != 1 ||
-        max0 != H5S_UNLIMITED)
-        return 0;
-    snprintf(w->fr->per_frame[w->fr->nper_frame++], sizeof w->fr->per_frame[0], "%s", name + plen);
-    return 0;
-}
-
-static herr_t visit_link(hid_t root, const char *name, const H5L_info_t *li, void *payload)
+/* Keeps one frames dataset that h5s_format_find_frames found, measured. */
+static int add_found(const h5s_format_frames *found, void *payload)
 {
     info_scan *sc = payload;
-    hsize_t dims[INFO_MAX_RANK], mdims[INFO_MAX_RANK];
-    if (li->type != H5L_TYPE_HARD || dataset_extent(root, name, dims, NULL) < 2)
-        return 0;
-    for (size_t i = 0; i < sc->nsets; i++)
-        if (sc->sets[i].addr == li->u.address)
-            return 0;
+    hsize_t mdims[INFO_MAX_RANK];
     info_frames *grown = realloc(sc->sets, (sc->nsets + 1) * sizeof *grown);
     if (!grown) {
         sc->oom = 1;
@@ -262,42 +240,25 @@ static herr_t visit_link(hid_t root, const char *name, const H5L_info_t *li, voi
     sc->sets = grown;
     info_frames *fr = &sc->sets[sc->nsets];
     memset(fr, 0, sizeof *fr);
-    if (snprintf(fr->path, sizeof fr->path, "/%s", name) >= (int)sizeof fr->path ||
-        h5s_format_sidecar(fr->marker, sizeof fr->marker, fr->path, H5S_SIDECAR_FRAME_ID) != 0 ||
-        dataset_extent(sc->fid, fr->marker, mdims, NULL) != 1)
-        return 0; /* not a frames dataset: no commit marker beside it */
-    fr->addr = li->u.address;
+    snprintf(fr->path, sizeof fr->path, "%s", found->data);
+    snprintf(fr->marker, sizeof fr->marker, "%s", found->marker);
+    if (dataset_extent(sc->fid, fr->marker, mdims, NULL) != 1)
+        return 0;
     /* Marker first, as every reader of a live file must: the payload is never shorter. */
     fr->committed = mdims[0];
     measure(sc->fid, fr);
+    snprintf(fr->per_frame[fr->nper_frame++], sizeof fr->per_frame[0], "%s",
+             strrchr(fr->marker, '/') + 1);
+    for (unsigned i = 0; i < found->nper_frame; i++)
+        snprintf(fr->per_frame[fr->nper_frame++], sizeof fr->per_frame[0], "%s",
+                 strrchr(found->per_frame[i], '/') + 1);
     sc->nsets++;
     return 0;
 }
 
-/*
- * Finds the frames datasets by their links (H5Lvisit), not their objects: the detector
- * data has two names in the default layout, and only the one beside frame_id counts.
- */
-static int scan(info_scan *sc)
+static int scan(info_scan *sc, const char *file)
 {
-    if (H5Lvisit(sc->fid, H5_INDEX_NAME, H5_ITER_INC, visit_link, sc) < 0)
-        return -1;
-    for (size_t i = 0; i < sc->nsets; i++) {
-        info_frames *fr = &sc->sets[i];
-        char group[INFO_PATH_MAX], prefix[INFO_PATH_MAX] = "";
-        const char *slash = strrchr(fr->path, '/');
-        snprintf(group, sizeof group, "%.*s", slash == fr->path ? 1 : (int)(slash - fr->path),
-                 fr->path);
-        if (strcmp(slash + 1, "data") != 0)
-            snprintf(prefix, sizeof prefix, "%s_", slash + 1);
-        info_side_walk w = {fr, prefix};
-        hid_t g = H5Gopen2(sc->fid, group, H5P_DEFAULT);
-        if (g >= 0) {
-            H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, collect_per_frame, &w);
-            H5Gclose(g);
-        }
-    }
-    return 0;
+    return h5s_format_find_frames(sc->fid, file, add_found, sc) == 0 ? 0 : -1;
 }
 
 /* ---- Output ---- */
@@ -558,7 +519,7 @@ int cli_info(int argc, char **argv)
     f.has_status = read_status(fid, &f.status) == 0;
 
     info_scan sc = {fid, NULL, 0, 0};
-    int rc = scan(&sc);
+    int rc = scan(&sc, f.path);
     if (rc != 0 || sc.oom) {
         cli_errorf("info: %s: cannot list its datasets%s", f.path, sc.oom ? ": out of memory" : "");
         free(sc.sets);

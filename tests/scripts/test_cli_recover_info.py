@@ -373,6 +373,10 @@ def check_damaged(p, checks, out_dir):
         checks.equal("uncommitted: an unlisted neighbour dataset is left whole",
                      list(f["/entry/instrument/detector/operator_log"][:]),
                      list(range(n + 40)))
+    code, out, err = run(p, ["info", extra, "--json"])
+    per_frame = json.loads(out)["frames"][0].get("per_frame") if code == 0 else None
+    checks.equal("uncommitted: info lists the per-frame datasets, not the neighbour",
+                 sorted(per_frame or []), ["frame_id", "timestamp"], err)
 
     # One chunk's bytes overwritten: the frame stays, recover names it and exits 1.
     bad_frame = 7
