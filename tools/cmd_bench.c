@@ -223,6 +223,19 @@ static const char *bench_codec_name(int blosc)
     return blosc == 2 ? "blosc:lz4hc:5:shuffle" : blosc ? "blosc:lz4:5:shuffle" : "none";
 }
 
+/* Ends a run whose file is closed: fsync (unless --no-sync), then time and size. */
+static int end_run(run_result *r, const char *path, double t0)
+{
+    if (fsync_path(path) != 0) {
+        snprintf(r->msg, sizeof r->msg, "fsync of the run's file: %s", strerror(errno));
+        r->status = -1;
+        return -1;
+    }
+    r->seconds = now_mono() - t0;
+    r->bytes_stored = file_size(path);
+    return 0;
+}
+
 /* Innermost HDF5 error description, for a run's failure message. */
 static herr_t innermost(unsigned n, const H5E_error2_t *e, void *payload)
 {
@@ -340,14 +353,7 @@ static int run_plain(const bench_frames *fr, const run_spec *sp, const char *pat
     H5Dclose(stamps);
     if (H5Fclose(fid) < 0)
         return fail_h5(r, "H5Fclose", sp->frames);
-    if (fsync_path(path) != 0) {
-        snprintf(r->msg, sizeof r->msg, "fsync of the run's file: %s", strerror(errno));
-        r->status = -1;
-        return -1;
-    }
-    r->seconds = now_mono() - t0;
-    r->bytes_stored = file_size(path);
-    return 0;
+    return end_run(r, path, t0);
 }
 
 static int fail_h5s(run_result *r, const char *what, int rc)
@@ -399,14 +405,7 @@ static int run_h5s(const bench_frames *fr, const run_spec *sp, const char *path,
     rc = h5s_file_close(f);
     if (rc)
         return fail_h5s(r, "h5s_file_close", rc);
-    if (fsync_path(path) != 0) {
-        snprintf(r->msg, sizeof r->msg, "fsync of the run's file: %s", strerror(errno));
-        r->status = -1;
-        return -1;
-    }
-    r->seconds = now_mono() - t0;
-    r->bytes_stored = file_size(path);
-    return 0;
+    return end_run(r, path, t0);
 }
 
 static void write_all(int fd, const void *buf, size_t n)
