@@ -30,6 +30,10 @@ void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the last h5s error: "h5stream: WHAT: <short text>: <detail>". */
 void cli_error_h5s(const char *what, int code);
 
+/* The innermost description on this thread's HDF5 error stack ("" if none), which it
+ * then clears: the reason behind a failed HDF5 call, for a message. */
+void cli_hdf5_reason(char *out, size_t outsize);
+
 /* Parses "512x512", "16", "4x256x256" (1 to 3 dims, each >= 1). 0 or -1 (message). */
 int cli_parse_shape(const char *s, unsigned *rank, uint64_t dims[3]);
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,4 +131,21 @@ double cli_now(void)
 int cli_stderr_is_tty(void)
 {
     return isatty(STDERR_FILENO) ? 1 : 0;
+}
+
+static herr_t keep_innermost(unsigned n, const H5E_error2_t *e, void *payload)
+{
+    (void)n;
+    char **out = payload;
+    if (e->desc && e->desc[0])
+        snprintf(out[0], (size_t)(out[1] - out[0]), "%s", e->desc);
+    return 0;
+}
+
+void cli_hdf5_reason(char *out, size_t outsize)
+{
+    char *span[2] = {out, out + outsize};
+    out[0] = '\0';
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_innermost, span);
+    H5Eclear2(H5E_DEFAULT);
 }

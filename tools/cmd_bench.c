@@ -236,19 +236,10 @@ static int end_run(run_result *r, const char *path, double t0)
     return 0;
 }
 
-/* Innermost HDF5 error description, for a run's failure message. */
-static herr_t innermost(unsigned n, const H5E_error2_t *e, void *payload)
-{
-    (void)n;
-    if (e->desc && e->desc[0])
-        snprintf(payload, 256, "%s (%s)", e->desc, e->func_name ? e->func_name : "?");
-    return 0;
-}
-
 static int fail_h5(run_result *r, const char *what, uint64_t frame)
 {
-    char inner[256] = "";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, inner);
+    char inner[256];
+    cli_hdf5_reason(inner, sizeof inner);
     snprintf(r->msg, sizeof r->msg, "plain libhdf5: %s (frame %" PRIu64 "): %s", what, frame,
              inner);
     r->status = -1;

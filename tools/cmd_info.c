@@ -439,14 +439,6 @@ static int print_json(const info_file *f, const info_scan *sc)
 static const char info_usage[] = "usage: h5stream info FILE.h5 [--json]\n";
 
 /* Innermost HDF5 error description, for a message when the open fails. */
-static herr_t innermost(unsigned n, const H5E_error2_t *e, void *payload)
-{
-    (void)n;
-    if (e->desc && e->desc[0])
-        snprintf(payload, 256, "%s", e->desc);
-    return 0;
-}
-
 static hid_t open_file(const char *path, int *swmr, char *why, size_t whysize)
 {
     /* A plain read-only open fails while the superblock says "open for SWMR write", the
@@ -455,9 +447,8 @@ static hid_t open_file(const char *path, int *swmr, char *why, size_t whysize)
     *swmr = 0;
     if (fid >= 0)
         return fid;
-    char first[256] = "";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, first);
-    H5Eclear2(H5E_DEFAULT);
+    char first[256];
+    cli_hdf5_reason(first, sizeof first);
     hid_t fapl = h5s_format_swmr_read_fapl();
     fid = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl);
     if (fapl >= 0)
