@@ -268,9 +268,8 @@ static int clear_flags_keep_data(const char *path)
 
 /* ---- Step 4: finding frames datasets ---- */
 
-/* 1 when name (relative to loc) is a dataset; its rank, extent and max extent of axis 0. */
-static int probe_dataset(hid_t loc, const char *name, int *rank, hsize_t dims[RC_MAX_RANK],
-                         hsize_t *max0)
+/* 1 when name (relative to loc) is a dataset; its rank and extent. */
+static int probe_dataset(hid_t loc, const char *name, int *rank, hsize_t dims[RC_MAX_RANK])
 {
     H5O_info_t oi;
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
@@ -282,17 +281,14 @@ static int probe_dataset(hid_t loc, const char *name, int *rank, hsize_t dims[RC
     if (d < 0)
         return 0;
     hid_t s = H5Dget_space(d);
-    hsize_t maxd[RC_MAX_RANK] = {0};
     int r = s >= 0 ? H5Sget_simple_extent_ndims(s) : -1;
-    int ok = r >= 1 && r <= RC_MAX_RANK && H5Sget_simple_extent_dims(s, dims, maxd) >= 0;
+    int ok = r >= 1 && r <= RC_MAX_RANK && H5Sget_simple_extent_dims(s, dims, NULL) >= 0;
     if (s >= 0)
         H5Sclose(s);
     H5Dclose(d);
     if (!ok)
         return 0;
     *rank = r;
-    if (max0)
-        *max0 = maxd[0];
     return 1;
 }
 
@@ -308,10 +304,10 @@ static int collect_set(const h5s_format_frames *found, void *payload)
     snprintf(s.marker, sizeof s.marker, "%s", found->marker);
     int rank = 0;
     hsize_t dims[RC_MAX_RANK];
-    if (!probe_dataset(sc->fid, s.data, &rank, dims, NULL))
+    if (!probe_dataset(sc->fid, s.data, &rank, dims))
         return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot read its extent", sc->file, s.data);
     s.extent = dims[0];
-    if (!probe_dataset(sc->fid, s.marker, &rank, dims, NULL))
+    if (!probe_dataset(sc->fid, s.marker, &rank, dims))
         return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot read its extent", sc->file, s.marker);
     s.committed = dims[0];
     s.side = calloc(found->nper_frame ? found->nper_frame : 1, sizeof *s.side);
@@ -320,7 +316,7 @@ static int collect_set(const h5s_format_frames *found, void *payload)
     for (unsigned i = 0; i < found->nper_frame; i++) {
         rc_side *side = &s.side[s.nside];
         snprintf(side->path, sizeof side->path, "%s", found->per_frame[i]);
-        if (!probe_dataset(sc->fid, side->path, &rank, dims, NULL) || rank != 1) {
+        if (!probe_dataset(sc->fid, side->path, &rank, dims) || rank != 1) {
             free(s.side);
             return h5s_error_set(H5S_EFORMAT, "%s: %s: per-frame dataset %s is missing or not 1-D",
                                  sc->file, s.data, side->path);
