@@ -45,8 +45,8 @@ test)
     git ls-files '*.c' '*.h' | xargs clang-format --dry-run -Werror
     echo "== static analysis (cppcheck, kept at zero findings)"
     cppcheck --quiet --enable=warning,performance,portability --inline-suppr \
-        --error-exitcode=1 --std=c11 -D__GNUC__ -I h5stream -I filters -I readers -I tools \
-        --suppress=missingIncludeSystem h5stream filters readers tools tests examples
+        --error-exitcode=1 --std=c11 -D__GNUC__ -I h5stream -I filters -I formats -I readers -I tools \
+        --suppress=missingIncludeSystem h5stream filters formats readers tools tests examples
     echo "== build with -Wall -Wextra -Werror, run the tests"
     build build
     (cd build && ctest --output-on-failure -j "$jobs")

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "h5s_error.h"
@@ -165,6 +166,30 @@ int h5s_format_sidecar(char *out, size_t outsize, const char *data_path, const c
     return 0;
 }
 
+static hid_t half_type = H5I_INVALID_HID;
+
+static void make_half_type(void)
+{
+    /* binary16 as numpy and h5py spell it: sign bit 15, exponent 10..14 (bias 15),
+     * mantissa 0..9, little-endian. */
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    if (t < 0)
+        return;
+    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 ||
+        H5Tset_ebias(t, 15) < 0 || H5Tlock(t) < 0) {
+        H5Tclose(t);
+        return;
+    }
+    half_type = t;
+}
+
+hid_t h5s_format_half_type(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, make_half_type);
+    return half_type;
+}
+
 hid_t h5s_format_h5type(h5s_dtype dtype)
 {
     switch (dtype) {
@@ -188,6 +213,8 @@ hid_t h5s_format_h5type(h5s_dtype dtype)
         return H5T_IEEE_F32LE;
     case H5S_FLOAT64:
         return H5T_IEEE_F64LE;
+    case H5S_FLOAT16:
+        return h5s_format_half_type();
     default:
         return H5I_INVALID_HID;
     }
@@ -198,7 +225,10 @@ h5s_dtype h5s_format_dtype_of(hid_t type)
     H5T_class_t cls = H5Tget_class(type);
     size_t size = H5Tget_size(type);
     if (cls == H5T_FLOAT)
-        return size == 4 ? H5S_FLOAT32 : size == 8 ? H5S_FLOAT64 : H5S_DTYPE_INVALID;
+        return size == 4   ? H5S_FLOAT32
+               : size == 8 ? H5S_FLOAT64
+               : size == 2 ? H5S_FLOAT16
+                           : H5S_DTYPE_INVALID;
     if (cls != H5T_INTEGER)
         return H5S_DTYPE_INVALID;
     int is_signed = H5Tget_sign(type) == H5T_SGN_2;

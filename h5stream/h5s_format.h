@@ -112,6 +112,9 @@ int h5s_format_find_frames(hid_t fid, const char *file,
 /* HDF5 little-endian file/memory type for a dtype (a predefined id; do not close). */
 hid_t h5s_format_h5type(h5s_dtype dtype);
 
+/* The IEEE binary16 type (h5py reads it as numpy float16). Made once; do not close. */
+hid_t h5s_format_half_type(void);
+
 /* dtype of an HDF5 type (integer or float, 1-8 bytes), or H5S_DTYPE_INVALID. */
 h5s_dtype h5s_format_dtype_of(hid_t type);
 

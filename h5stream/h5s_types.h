@@ -62,7 +62,11 @@ const char *h5s_strerror(int code);
  */
 const char *h5s_error_message(void);
 
-/* Element types of frames and per-frame values. Values are little-endian on disk. */
+/*
+ * Element types of frames, streamline positions and per-item values. Values are
+ * little-endian on disk. H5S_FLOAT16 is IEEE 754 binary16 (numpy float16); it was added
+ * for TRX positions and keeps the enum's earlier values.
+ */
 typedef enum {
     H5S_DTYPE_INVALID = 0,
     H5S_INT8,
@@ -74,7 +78,8 @@ typedef enum {
     H5S_INT64,
     H5S_UINT64,
     H5S_FLOAT32,
-    H5S_FLOAT64
+    H5S_FLOAT64,
+    H5S_FLOAT16
 } h5s_dtype;
 
 /* Size of one element in bytes, or 0 for H5S_DTYPE_INVALID. Thread-safe. */
@@ -84,10 +89,18 @@ size_t h5s_dtype_size(h5s_dtype dtype);
 const char *h5s_dtype_name(h5s_dtype dtype);
 
 /*
- * Parses a numpy-style name ("int8" ... "uint64", "float32", "float64"; "f4", "u2" and
- * "<u2" are accepted too). Returns 0, or H5S_EINVAL with a message for an unknown name.
+ * Parses a numpy-style name ("int8" ... "uint64", "float16", "float32", "float64"; "f4",
+ * "u2" and "<u2" are accepted too). Returns 0, or H5S_EINVAL with a message for an
+ * unknown name.
  */
 int h5s_dtype_parse(h5s_dtype *out, const char *name);
+
+/*
+ * IEEE 754 binary16 <-> binary32. h5s_half_from_float rounds to nearest even, overflows
+ * to infinity and keeps NaN a NaN; h5s_half_to_float is exact. Thread-safe.
+ */
+uint16_t h5s_half_from_float(float value);
+float h5s_half_to_float(uint16_t half);
 
 /* Chunk codecs. Bytes written with any of them decode with HDF5's standard filters. */
 typedef enum {

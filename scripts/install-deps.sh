@@ -7,8 +7,11 @@ packages=(
     build-essential cmake pkg-config         # toolchain
     libhdf5-dev hdf5-tools                   # HDF5 1.10.8 (serial, thread-safe), h5dump, h5clear
     libblosc-dev hdf5-filter-plugin-blosc-serial  # Blosc and hdf5-blosc (filter 32001)
-    zlib1g-dev libjansson-dev libcmocka-dev  # deflate, JSON output, unit tests
-    python3 python3-h5py python3-hdf5plugin python3-numpy  # independent readers in tests
+    zlib1g-dev libjansson-dev libcmocka-dev  # deflate, JSON, unit tests
+    libzip-dev                               # TRX zip archives (tracts)
+    libnifti2-dev                            # NIfTI-1 and NIfTI-2 (volumes)
+    libyaz-dev yaz                           # MARC-8 conversion; yaz-marcdump (marc)
+    python3 python3-h5py python3-hdf5plugin python3-numpy python3-nibabel  # independent readers
     clang-format cppcheck                    # formatting and static checks in the test run
 )
 

@@ -23,6 +23,26 @@ int cli_tail(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_recover(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_export(int argc, char **argv);
+
+/*
+ * The models' commands, one file each (cmd_tracts.c, cmd_volumes.c, cmd_marc.c).
+ * ingest: argv[0] is the model name. export: argv[0] is "export" and fmt the --to value.
+ * tail: argv[0] is "tail", path the dataset path that chose the model. bench: argv[0] is
+ * the model name, options follow.
+ */
+int cli_ingest_tracts(int argc, char **argv);
+int cli_ingest_volumes(int argc, char **argv);
+int cli_ingest_marc(int argc, char **argv);
+int cli_export_tracts(int argc, char **argv, const char *fmt);
+int cli_export_volumes(int argc, char **argv, const char *fmt);
+int cli_export_marc(int argc, char **argv, const char *fmt);
+int cli_tail_tracts(int argc, char **argv, const char *path);
+int cli_tail_volumes(int argc, char **argv, const char *path);
+int cli_tail_marc(int argc, char **argv, const char *path);
+int cli_bench_tracts(int argc, char **argv);
+int cli_bench_volumes(int argc, char **argv);
+int cli_bench_marc(int argc, char **argv);
 
 /* Prints "h5stream: " + the formatted message + newline on stderr. */
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

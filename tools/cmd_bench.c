@@ -725,8 +725,14 @@ int cli_bench(int argc, char **argv)
         fputs(bench_usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? CLI_EUSAGE : CLI_OK;
     }
+    if (strcmp(argv[1], "tracts") == 0)
+        return cli_bench_tracts(argc - 1, argv + 1);
+    if (strcmp(argv[1], "volumes") == 0)
+        return cli_bench_volumes(argc - 1, argv + 1);
+    if (strcmp(argv[1], "marc") == 0)
+        return cli_bench_marc(argc - 1, argv + 1);
     if (strcmp(argv[1], "frames") != 0) {
-        cli_errorf("bench: only the frames model has a benchmark so far, not '%s'", argv[1]);
+        cli_errorf("bench: unknown model '%s' (expected frames, tracts, volumes or marc)", argv[1]);
         return CLI_EUSAGE;
     }
     static const struct option longopts[] = {

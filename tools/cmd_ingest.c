@@ -626,11 +626,12 @@ int cli_ingest(int argc, char **argv)
     const char *model = argc > 0 ? argv[0] : "";
     if (strcmp(model, "frames") == 0)
         return ingest_frames(argc, argv);
-    if (strcmp(model, "tracts") == 0 || strcmp(model, "volumes") == 0 ||
-        strcmp(model, "marc") == 0) {
-        cli_errorf("ingest %s is not available yet", model);
-        return CLI_EUSAGE;
-    }
+    if (strcmp(model, "tracts") == 0)
+        return cli_ingest_tracts(argc, argv);
+    if (strcmp(model, "volumes") == 0)
+        return cli_ingest_volumes(argc, argv);
+    if (strcmp(model, "marc") == 0)
+        return cli_ingest_marc(argc, argv);
     cli_errorf("ingest: unknown model '%s' (expected frames, tracts, volumes or marc)", model);
     fprintf(stderr, "usage: h5stream ingest frames|tracts|volumes|marc SRC... -o OUT.h5 "
                     "[options]\n(docs/cli.md)\n");

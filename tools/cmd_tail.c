@@ -292,6 +292,18 @@ int cli_tail(int argc, char **argv)
     }
     if (rc != 0)
         return rc;
+    /* The other models' tails take the same options; the path picks the model. */
+    static const struct {
+        const char *prefix;
+        int (*tail)(int, char **, const char *);
+    } models[] = {
+        {"/tracts", cli_tail_tracts}, {"/volumes", cli_tail_volumes}, {"/marc", cli_tail_marc}};
+    for (size_t i = 0; args.path && i < sizeof models / sizeof models[0]; i++) {
+        size_t n = strlen(models[i].prefix);
+        if (strncmp(args.path, models[i].prefix, n) == 0 &&
+            (args.path[n] == '\0' || args.path[n] == '/'))
+            return models[i].tail(argc, argv, args.path);
+    }
 
     h5s_reader_options opts = H5S_READER_OPTIONS_INIT;
     opts.open_timeout_ms = args.timeout_ms;

@@ -58,10 +58,8 @@ int main(int argc, char **argv)
         return cli_recover(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return cli_bench(argc - 1, argv + 1);
-    if (strcmp(cmd, "export") == 0) {
-        cli_errorf("export is not available yet");
-        return CLI_EUSAGE;
-    }
+    if (strcmp(cmd, "export") == 0)
+        return cli_export(argc - 1, argv + 1);
     cli_errorf("unknown command '%s'", cmd);
     return usage(stderr, CLI_EUSAGE);
 }
