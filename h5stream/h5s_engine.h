@@ -17,7 +17,19 @@
 #define H5S_MAX_SCALARS 64
 #define H5S_NAME_MAX 256
 
-typedef enum { H5S_JOB_BAND, H5S_JOB_FLUSH, H5S_JOB_STOP } h5s_job_kind;
+/*
+ * BAND: frames for the encoders; CHUNK: a column's chunk for the encoders; MARK: a group's
+ * commit point; CALL: a function the writer runs in sequence; FLUSH and STOP: markers the
+ * writer acts on once everything before them is written.
+ */
+typedef enum {
+    H5S_JOB_BAND,
+    H5S_JOB_FLUSH,
+    H5S_JOB_STOP,
+    H5S_JOB_CHUNK,
+    H5S_JOB_MARK,
+    H5S_JOB_CALL
+} h5s_job_kind;
 
 /* One encoded chunk, ready for H5Dwrite_chunk. */
 typedef struct {
@@ -48,6 +60,18 @@ typedef struct h5s_job {
     size_t charged; /* bytes counted against the queue budget */
     int status;     /* encoder result */
     char *errmsg;   /* encoder message when status != 0 */
+
+    /* CHUNK: rows [row0, row0 + nrows) of a column, in raw (a whole chunk's buffer). */
+    struct h5s_column *column;
+    uint64_t row0, nrows;
+    size_t reserved; /* part of charged taken by h5s_queue_reserve (still "open" then) */
+    /* MARK: the group's items and marker rows at the cut. */
+    struct h5s_group *group;
+    uint64_t mark_items, mark_rows;
+    /* CALL */
+    int (*call)(hid_t fid, void *payload);
+    void *call_payload;
+    void (*call_free)(void *payload);
 } h5s_job;
 
 /* Bounded queue: byte budget, encoders' FIFO, and the writer's in-order window. */
@@ -83,6 +107,8 @@ void h5s_queue_destroy(h5s_queue *q);
 int h5s_queue_reserve(h5s_queue *q, size_t bytes);
 /* Gives back the budget of an open band that will never be submitted. */
 void h5s_queue_unreserve(h5s_queue *q, size_t bytes);
+/* Counts bytes against the budget without waiting (the writer thread's own cuts). */
+void h5s_queue_charge(h5s_queue *q, size_t bytes);
 void h5s_queue_release(h5s_queue *q, size_t bytes);
 /* Gives the job its sequence number; bands go to the encoders, markers straight to the
  * writer. Returns the sequence number. */
@@ -172,6 +198,8 @@ struct h5s_frames {
     int sealed;           /* adopted with a padded partial last chunk: no appends */
 };
 
+#define H5S_MAX_MODELS 8
+
 struct h5s_file {
     char *path;
     h5s_file_options opts;
@@ -180,6 +208,10 @@ struct h5s_file {
     atomic_int closing;
     struct h5s_frames **frames;
     size_t nframes;
+    struct h5s_group **groups;
+    size_t ngroups;
+    char models[H5S_MAX_MODELS][32];
+    unsigned nmodels;
     char creator[128];
 
     h5s_queue q;
@@ -217,6 +249,35 @@ int h5s_frames_write_band(struct h5s_frames *fr, h5s_job *job);
 int h5s_frames_commit_payload(struct h5s_frames *fr);
 int h5s_frames_commit_marker(struct h5s_frames *fr);
 void h5s_job_free(h5s_job *job);
+
+/* groups and columns (h5s_column.c) used by the file object */
+void h5s_group_free(struct h5s_group *g);
+int h5s_group_open_swmr(struct h5s_group *g);
+void h5s_group_close_handles(struct h5s_group *g);
+/* Hands the writer every partial chunk and a commit point. wait_budget: 0 on the writer
+ * thread (charges without waiting). Group locked. */
+int h5s_group_cut(struct h5s_group *g, int wait_budget);
+/* Writer thread: the group's items appended since its last cut (atomic read). */
+int h5s_group_needs_cut(struct h5s_group *g, double now, double interval);
+/* Writer thread: tries the group's lock and cuts; skips when a producer holds it. */
+void h5s_group_try_cut(struct h5s_group *g);
+/* Encoder: encodes a column chunk. scratch: the column's chunk_bytes. */
+int h5s_column_encode(h5s_job *job, unsigned char *scratch);
+/* The largest chunk of the group's columns, in bytes (the encoders' scratch size). */
+size_t h5s_group_max_chunk_bytes(const struct h5s_group *g);
+/* Writer thread: a CHUNK job (stores it, or holds a marker chunk for the commit). */
+int h5s_column_write(h5s_job *job);
+/* Writer thread: a MARK job. */
+void h5s_group_mark(h5s_job *job);
+/* Writer thread: 1 when a commit point waits. */
+int h5s_group_pending(const struct h5s_group *g);
+/* Writer thread: commit phase 1 (flush the payload columns) and phase 2 (marker). */
+int h5s_group_commit_payload(struct h5s_group *g);
+int h5s_group_commit_marker(struct h5s_group *g);
+/* Frees a non-band job's buffers and payload (CHUNK, CALL; the others hold none). */
+void h5s_column_job_release(h5s_job *job);
+/* Bytes a CHUNK job holds now, for the queue budget. */
+size_t h5s_column_held_bytes(const h5s_job *job);
 
 /*
  * Test seam: after `chunks` more chunk writes, the writer hands HDF5 an invalid dataset

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "h5s_column.h"
 #include "h5s_engine.h"
 #include "h5s_error.h"
 #include "h5s_format.h"
@@ -176,6 +177,11 @@ static void file_discard(h5s_file *f)
     for (size_t i = 0; i < f->nframes; i++)
         h5s_frames_free(f->frames[i]);
     free(f->frames);
+    for (size_t i = 0; i < f->ngroups; i++) {
+        h5s_group_close_handles(f->groups[i]);
+        h5s_group_free(f->groups[i]);
+    }
+    free(f->groups);
     if (f->fid >= 0)
         H5Fclose(f->fid);
     free(f->path);
@@ -354,6 +360,9 @@ static int uncommitted(const h5s_file *f)
     for (size_t i = 0; i < f->nframes; i++)
         if (f->frames[i]->written > f->frames[i]->committed)
             return 1;
+    for (size_t i = 0; i < f->ngroups; i++)
+        if (h5s_group_pending(f->groups[i]))
+            return 1;
     return 0;
 }
 
@@ -372,10 +381,16 @@ static int commit(h5s_file *f, int fflush)
     /* Every payload first, then every marker. */
     for (size_t i = 0; i < f->nframes && rc == 0; i++)
         rc = h5s_frames_commit_payload(f->frames[i]);
+    for (size_t i = 0; i < f->ngroups && rc == 0; i++)
+        rc = h5s_group_commit_payload(f->groups[i]);
     for (size_t i = 0; i < f->nframes && rc == 0; i++)
         rc = h5s_frames_commit_marker(f->frames[i]);
+    for (size_t i = 0; i < f->ngroups && rc == 0; i++)
+        rc = h5s_group_commit_marker(f->groups[i]);
     for (size_t i = 0; i < f->nframes; i++)
         total += f->frames[i]->committed;
+    for (size_t i = 0; i < f->ngroups; i++)
+        total += h5s_group_committed(f->groups[i]);
     atomic_store(&f->st_committed, total);
     if (rc == 0)
         rc = write_status(f, H5S_STATE_WRITING);
@@ -424,7 +439,29 @@ static int writer_batch(h5s_file *f, h5s_job **batch, size_t n, uint64_t *since_
     for (size_t i = 0; i < n; i++) {
         h5s_job *j = batch[i];
         end_seq = j->seq + 1;
-        if (j->kind == H5S_JOB_BAND && !failed) {
+        if (j->kind == H5S_JOB_CHUNK && !failed) {
+            int rc = j->status;
+            if (rc)
+                h5s_error_restore(rc, j->errmsg);
+            else
+                rc = h5s_column_write(j);
+            if (rc < 0) {
+                fail_after_commit(f, rc);
+                failed = 1;
+            } else if (rc == 1) {
+                h5s_queue_release(&f->q, j->charged);
+                continue; /* a marker chunk, kept until the commit */
+            }
+        } else if (j->kind == H5S_JOB_MARK) {
+            h5s_group_mark(j);
+            want_commit = want_commit ? want_commit : 1;
+        } else if (j->kind == H5S_JOB_CALL && !failed) {
+            int rc = j->call(f->fid, j->call_payload);
+            if (rc) {
+                fail_after_commit(f, rc);
+                failed = 1;
+            }
+        } else if (j->kind == H5S_JOB_BAND && !failed) {
             int rc = j->status;
             if (rc)
                 h5s_error_restore(rc, j->errmsg);
@@ -476,6 +513,8 @@ static void writer_finish(h5s_file *f)
     }
     for (size_t i = 0; i < f->nframes; i++)
         h5s_frames_close_handles(f->frames[i]);
+    for (size_t i = 0; i < f->ngroups; i++)
+        h5s_group_close_handles(f->groups[i]);
     H5Dclose(f->status_dset);
     f->status_dset = H5I_INVALID_HID;
     if (H5Fclose(f->fid) < 0 && h5s_queue_error(&f->q) == 0) {
@@ -506,6 +545,14 @@ static void *writer_main(void *arg)
         size_t n = h5s_queue_take_ready(&f->q, batch, H5S_BATCH, deadline);
         if (writer_batch(f, batch, n, &since_commit))
             break;
+        /* Groups whose producers went quiet: cut for them, so readers see their last
+         * items within flush_ms (the cut's jobs come back through the queue). */
+        if (f->opts.flush_ms && f->ngroups && h5s_queue_error(&f->q) == 0) {
+            double now = h5s_mono_now(), interval = f->opts.flush_ms / 1000.0;
+            for (size_t i = 0; i < f->ngroups; i++)
+                if (h5s_group_needs_cut(f->groups[i], now, interval))
+                    h5s_group_try_cut(f->groups[i]);
+        }
     }
     writer_finish(f);
     return NULL;
@@ -516,10 +563,13 @@ static void *writer_main(void *arg)
 static void *encoder_main(void *arg)
 {
     h5s_file *f = arg;
-    size_t biggest = 0;
+    size_t biggest = 1;
     for (size_t i = 0; i < f->nframes; i++)
         if (f->frames[i]->chunk_bytes > biggest)
             biggest = f->frames[i]->chunk_bytes;
+    for (size_t i = 0; i < f->ngroups; i++)
+        if (h5s_group_max_chunk_bytes(f->groups[i]) > biggest)
+            biggest = h5s_group_max_chunk_bytes(f->groups[i]);
     unsigned char *gather = malloc(biggest);
     unsigned char *scratch = malloc(biggest);
     for (;;) {
@@ -528,6 +578,8 @@ static void *encoder_main(void *arg)
             break;
         if (!gather || !scratch)
             job->status = h5s_error_set(H5S_ENOMEM, "%s: encoder out of memory", f->path);
+        else if (job->kind == H5S_JOB_CHUNK)
+            job->status = h5s_column_encode(job, scratch);
         else
             job->status = h5s_frames_encode(job, gather, scratch);
         if (job->status)
@@ -555,7 +607,15 @@ int h5s_file_start_swmr(h5s_file *f)
         return h5s_error_set(H5S_EINVAL, "h5s_file_start_swmr: no file");
     if (f->started)
         return h5s_error_set(H5S_ESTATE, "%s: SWMR already started", f->path);
-    if (write_string_attr(f->fid, H5S_ATTR_MODELS, f->nframes ? "frames" : "") < 0)
+    char models[H5S_MAX_MODELS * 33 + 8] = "";
+    if (f->nframes)
+        strcat(models, "frames");
+    for (unsigned i = 0; i < f->nmodels; i++) {
+        if (models[0])
+            strcat(models, ",");
+        strcat(models, f->models[i]);
+    }
+    if (write_string_attr(f->fid, H5S_ATTR_MODELS, models) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: cannot write %s", f->path, H5S_ATTR_MODELS);
     for (size_t i = 0; i < f->nframes; i++) {
         int rc = f->frames[i]->adopted ? 0 : h5s_frames_write_attrs(f->frames[i]);
@@ -577,6 +637,11 @@ int h5s_file_start_swmr(h5s_file *f)
         return h5s_error_set_h5(H5S_EIO, "%s: cannot reopen %s", f->path, H5S_STATUS_DATASET);
     for (size_t i = 0; i < f->nframes; i++) {
         int rc = h5s_frames_open_swmr(f->frames[i]);
+        if (rc)
+            return rc;
+    }
+    for (size_t i = 0; i < f->ngroups; i++) {
+        int rc = h5s_group_open_swmr(f->groups[i]);
         if (rc)
             return rc;
     }
@@ -639,6 +704,20 @@ int h5s_file_start_swmr(h5s_file *f)
     return 0;
 }
 
+/* Hands the writer every group's partial chunks and a commit point. */
+static int cut_groups(h5s_file *f)
+{
+    int rc = 0;
+    for (size_t i = 0; i < f->ngroups; i++) {
+        h5s_group_lock(f->groups[i]);
+        int r = h5s_group_cut(f->groups[i], 1);
+        h5s_group_unlock(f->groups[i]);
+        if (r && !rc)
+            rc = r;
+    }
+    return rc;
+}
+
 int h5s_file_flush(h5s_file *f)
 {
     h5s_error_clear();
@@ -650,6 +729,11 @@ int h5s_file_flush(h5s_file *f)
     if (!job)
         return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
     job->kind = H5S_JOB_FLUSH;
+    int rc = cut_groups(f);
+    if (rc) {
+        free(job);
+        return rc;
+    }
     uint64_t seq = h5s_queue_submit(&f->q, job);
     return h5s_queue_wait_done(&f->q, seq);
 }
@@ -661,6 +745,8 @@ int h5s_file_stats_get(h5s_file *f, h5s_file_stats *out)
     memset(out, 0, sizeof *out);
     for (size_t i = 0; i < f->nframes; i++)
         out->appended += atomic_load(&f->frames[i]->appended);
+    for (size_t i = 0; i < f->ngroups; i++)
+        out->appended += h5s_group_items(f->groups[i]);
     out->committed = atomic_load(&f->st_committed);
     out->commits = atomic_load(&f->st_commits);
     out->bytes_raw = atomic_load(&f->st_bytes_raw);
@@ -683,6 +769,7 @@ int h5s_file_close(h5s_file *f)
         atomic_store(&f->closing, 1);
         for (size_t i = 0; i < f->nframes; i++)
             h5s_frames_submit_partial(f->frames[i]);
+        cut_groups(f); /* an error here is the stream's kept error, returned below */
         h5s_queue_submit(&f->q, f->stop_job); /* the writer frees it */
         f->stop_job = NULL;
         /* Encoders drain the FIFO before they stop; the writer ends at STOP. */
@@ -700,6 +787,8 @@ int h5s_file_close(h5s_file *f)
         }
         for (size_t i = 0; i < f->nframes; i++)
             h5s_frames_close_handles(f->frames[i]);
+        for (size_t i = 0; i < f->ngroups; i++)
+            h5s_group_close_handles(f->groups[i]);
         if (f->fid >= 0 && H5Fclose(f->fid) < 0)
             rc = h5s_error_set_h5(H5S_EIO, "%s: closing the file failed", f->path);
     }
@@ -708,6 +797,9 @@ int h5s_file_close(h5s_file *f)
     for (size_t i = 0; i < f->nframes; i++)
         h5s_frames_free(f->frames[i]);
     free(f->frames);
+    for (size_t i = 0; i < f->ngroups; i++)
+        h5s_group_free(f->groups[i]);
+    free(f->groups);
     free(f->encoders);
     free(f->stop_job);
     free(f->path);

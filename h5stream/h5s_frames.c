@@ -549,6 +549,8 @@ static h5s_pool *chunk_pool_of(h5s_frames *fr)
 
 size_t h5s_job_held_bytes(const h5s_job *job)
 {
+    if (job->kind == H5S_JOB_CHUNK)
+        return h5s_column_held_bytes(job);
     if (job->kind != H5S_JOB_BAND)
         return 0;
     size_t n = job->raw ? job->frames->band_bytes_alloc : 0;
@@ -562,6 +564,8 @@ void h5s_job_free(h5s_job *job)
 {
     if (!job)
         return;
+    if (job->kind != H5S_JOB_BAND)
+        h5s_column_job_release(job); /* the other kinds hold no frames buffers */
     for (size_t c = 0; c < job->nchunks; c++)
         if (!chunk_in_raw(job, c))
             h5s_pool_put(chunk_pool_of(job->frames), job->chunks[c].bytes);

@@ -99,6 +99,15 @@ void h5s_queue_unreserve(h5s_queue *q, size_t bytes)
     pthread_mutex_unlock(&q->mu);
 }
 
+void h5s_queue_charge(h5s_queue *q, size_t bytes)
+{
+    pthread_mutex_lock(&q->mu);
+    q->used += bytes;
+    if (q->used > q->peak)
+        q->peak = q->used;
+    pthread_mutex_unlock(&q->mu);
+}
+
 static void release_locked(h5s_queue *q, size_t bytes)
 {
     q->used = bytes > q->used ? 0 : q->used - bytes;
@@ -160,9 +169,10 @@ uint64_t h5s_queue_submit(h5s_queue *q, h5s_job *job)
     pthread_mutex_lock(&q->mu);
     job->seq = q->next_seq++;
     job->next = NULL;
-    if (job->kind == H5S_JOB_BAND) {
+    if (job->kind == H5S_JOB_BAND || job->kind == H5S_JOB_CHUNK) {
         /* Its budget is now in flight: a producer waiting on it may wait for the writer. */
-        q->open_bytes = job->charged > q->open_bytes ? 0 : q->open_bytes - job->charged;
+        size_t open = job->kind == H5S_JOB_BAND ? job->charged : job->reserved;
+        q->open_bytes = open > q->open_bytes ? 0 : q->open_bytes - open;
         if (q->work_tail)
             q->work_tail->next = job;
         else

@@ -1,0 +1,711 @@
+/*
+ * h5s_column.c - groups of columns: tables and ragged arrays appended by producers,
+ * encoded by the pool and stored by the writer thread (h5s_column.h).
+ *
+ * Producer side (group lock): each column fills one open chunk buffer; a full chunk is
+ * submitted to the encoders at once, and a cut submits copies of the partial chunks and a
+ * MARK job. Writer side: chunks of payload columns are stored as they come (extending the
+ * extent to their last row); the marker's chunks are held until a commit, which flushes the
+ * payload columns first and only then writes the marker, so the marker never points at
+ * rows that are not on disk.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h5s_column.h"
+#include "h5s_engine.h"
+#include "h5s_error.h"
+#include "h5s_format.h"
+
+/* Default chunk size: half of HDF5's default 1 MiB chunk cache, so a reader's cache holds
+ * a whole chunk and reading item after item decodes each chunk once. */
+#define H5S_COLUMN_CHUNK_TARGET ((size_t)512 << 10)
+#define H5S_MAX_COLUMNS 1024
+
+typedef struct h5s_held {
+    struct h5s_held *next;
+    h5s_job *job; /* an encoded marker chunk waiting for the commit */
+} h5s_held;
+
+struct h5s_column {
+    h5s_group *group;
+    char path[2 * H5S_NAME_MAX];
+    hid_t ftype;
+    size_t row_bytes;
+    uint64_t ncols, chunk_rows;
+    size_t chunk_bytes, chunk_bound, typesize;
+    h5s_codec codec;
+    int marker;
+    h5s_pool raw_pool, enc_pool;
+
+    /* Producer side, under the group lock. */
+    unsigned char *open; /* the open chunk's buffer, NULL when none */
+    uint64_t rows;       /* rows appended */
+    uint64_t open_first; /* first row of the open chunk */
+
+    /* Writer side. */
+    hid_t dset;
+    uint64_t extent;
+    int dirty;      /* chunks written since the last payload flush */
+    h5s_held *held; /* marker only */
+};
+
+struct h5s_group {
+    h5s_file *file;
+    char name[H5S_NAME_MAX];
+    pthread_mutex_t mu;
+    h5s_column *cols[H5S_MAX_COLUMNS];
+    size_t ncols;
+    h5s_column *marker;
+
+    /* Producer side, under mu; items also read atomically by the writer. */
+    atomic_uint_fast64_t items;
+    uint64_t cut_items;
+    double last_cut;
+
+    /* Writer side. */
+    int pending;
+    uint64_t mark_items, mark_rows;
+    atomic_uint_fast64_t committed;
+};
+
+/* ---- declaration phase ------------------------------------------------------------ */
+
+static int check_declaring(h5s_file *f, const char *what)
+{
+    if (f->started || atomic_load(&f->closing))
+        return h5s_error_set(H5S_ESTATE, "%s: %s after SWMR started", f->path, what);
+    return 0;
+}
+
+int h5s_file_add_model(h5s_file *file, const char *model)
+{
+    if (!file || !model || !model[0] || strlen(model) >= sizeof file->models[0])
+        return h5s_error_set(H5S_EINVAL, "h5s_file_add_model: bad model name");
+    int rc = check_declaring(file, "a new model");
+    if (rc)
+        return rc;
+    for (unsigned i = 0; i < file->nmodels; i++)
+        if (strcmp(file->models[i], model) == 0)
+            return 0;
+    if (file->nmodels == H5S_MAX_MODELS)
+        return h5s_error_set(H5S_EINVAL, "%s: more than %d models", file->path, H5S_MAX_MODELS);
+    snprintf(file->models[file->nmodels++], sizeof file->models[0], "%s", model);
+    return 0;
+}
+
+hid_t h5s_file_hid(h5s_file *file)
+{
+    return file && !file->started ? file->fid : H5I_INVALID_HID;
+}
+
+int h5s_group_create(h5s_group **out, h5s_file *file, const char *name)
+{
+    h5s_error_clear();
+    if (!out || !file || !name || strlen(name) >= H5S_NAME_MAX)
+        return h5s_error_set(H5S_EINVAL, "h5s_group_create: bad argument");
+    *out = NULL;
+    int rc = check_declaring(file, "a new group");
+    if (rc)
+        return rc;
+    h5s_group **grown = realloc(file->groups, (file->ngroups + 1) * sizeof *grown);
+    h5s_group *g = calloc(1, sizeof *g);
+    if (grown)
+        file->groups = grown;
+    if (!grown || !g) {
+        free(g);
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", file->path);
+    }
+    g->file = file;
+    snprintf(g->name, sizeof g->name, "%s", name);
+    pthread_mutex_init(&g->mu, NULL);
+    file->groups[file->ngroups++] = g;
+    *out = g;
+    return 0;
+}
+
+static int create_dataset(h5s_column *c)
+{
+    hid_t fid = c->group->file->fid;
+    int rank = c->ncols ? 2 : 1;
+    hsize_t dims[2] = {0, c->ncols}, maxdims[2] = {H5S_UNLIMITED, c->ncols};
+    hsize_t chunk[2] = {c->chunk_rows, c->ncols};
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, rank, chunk);
+    int rc = h5s_codec_set_dcpl(dcpl, &c->codec);
+    if (rc) {
+        H5Pclose(dcpl);
+        return rc;
+    }
+    hid_t space = H5Screate_simple(rank, dims, maxdims);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t d = H5Dcreate2(fid, c->path, c->ftype, space, lcpl, dcpl, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    H5Sclose(space);
+    H5Pclose(dcpl);
+    if (d < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: cannot create %s", c->group->file->path, c->path);
+    H5Dclose(d);
+    return 0;
+}
+
+int h5s_column_create(h5s_column **out, h5s_group *g, const char *path,
+                      const h5s_column_options *opts)
+{
+    h5s_error_clear();
+    if (!out || !g || !path || !opts)
+        return h5s_error_set(H5S_EINVAL, "h5s_column_create: NULL argument");
+    *out = NULL;
+    h5s_file *f = g->file;
+    int rc = check_declaring(f, "a new column");
+    if (rc)
+        return rc;
+    if (opts->version != H5S_COLUMN_OPTIONS_VERSION)
+        return h5s_error_set(H5S_EINVAL, "%s: column options version %u, expected %u", f->path,
+                             opts->version, H5S_COLUMN_OPTIONS_VERSION);
+    if (path[0] != '/' || strlen(path) >= sizeof((h5s_column *)0)->path)
+        return h5s_error_set(H5S_EINVAL, "%s: column path '%s' is not absolute or too long",
+                             f->path, path);
+    size_t esize = opts->type >= 0 ? H5Tget_size(opts->type) : 0;
+    if (esize == 0 || H5Tis_variable_str(opts->type) > 0)
+        return h5s_error_set(H5S_EINVAL, "%s: %s: no fixed-size element type", f->path, path);
+    if (opts->marker && g->marker)
+        return h5s_error_set(H5S_EINVAL, "%s: %s: group %s already has a marker (%s)", f->path,
+                             path, g->name, g->marker->path);
+    if (g->ncols == H5S_MAX_COLUMNS)
+        return h5s_error_set(H5S_EINVAL, "%s: more than %d columns in %s", f->path, H5S_MAX_COLUMNS,
+                             g->name);
+    if (h5s_format_path_exists(f->fid, path))
+        return h5s_error_set(H5S_EINVAL, "%s: %s already exists", f->path, path);
+    rc = h5s_codec_validate(&opts->codec);
+    if (rc)
+        return h5s_error_prefix(rc, "%s: %s", f->path, path);
+    h5s_column *c = calloc(1, sizeof *c);
+    if (!c)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    c->group = g;
+    snprintf(c->path, sizeof c->path, "%s", path);
+    c->ncols = opts->ncols;
+    c->row_bytes = esize * (opts->ncols ? opts->ncols : 1);
+    c->typesize = esize;
+    c->chunk_rows = opts->chunk_rows;
+    if (c->chunk_rows == 0) {
+        c->chunk_rows = H5S_COLUMN_CHUNK_TARGET / c->row_bytes;
+        if (c->chunk_rows == 0)
+            c->chunk_rows = 1;
+    }
+    c->chunk_bytes = (size_t)c->chunk_rows * c->row_bytes;
+    c->codec = opts->codec;
+    c->chunk_bound = h5s_codec_bound(&c->codec, c->chunk_bytes);
+    c->marker = opts->marker;
+    c->dset = H5I_INVALID_HID;
+    c->ftype = H5Tcopy(opts->type);
+    if (c->ftype < 0) {
+        free(c);
+        return h5s_error_set_h5(H5S_EINVAL, "%s: %s: bad element type", f->path, path);
+    }
+    rc = create_dataset(c);
+    if (rc) {
+        H5Tclose(c->ftype);
+        free(c);
+        return rc;
+    }
+    g->cols[g->ncols++] = c;
+    if (c->marker)
+        g->marker = c;
+    *out = c;
+    return 0;
+}
+
+const char *h5s_column_path(const h5s_column *c)
+{
+    return c ? c->path : NULL;
+}
+
+uint64_t h5s_column_rows(const h5s_column *c)
+{
+    return c ? c->rows : 0;
+}
+
+uint64_t h5s_column_chunk_rows(const h5s_column *c)
+{
+    return c ? c->chunk_rows : 0;
+}
+
+size_t h5s_group_max_chunk_bytes(const h5s_group *g)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < g->ncols; i++)
+        if (g->cols[i]->chunk_bytes > n)
+            n = g->cols[i]->chunk_bytes;
+    return n;
+}
+
+uint64_t h5s_group_items(const h5s_group *g)
+{
+    return g ? atomic_load(&g->items) : 0;
+}
+
+uint64_t h5s_group_committed(const h5s_group *g)
+{
+    return g ? atomic_load(&g->committed) : 0;
+}
+
+/* ---- start and close -------------------------------------------------------------- */
+
+int h5s_group_open_swmr(h5s_group *g)
+{
+    h5s_file *f = g->file;
+    if (!g->marker)
+        return h5s_error_set(H5S_EINVAL, "%s: group %s has no marker column", f->path, g->name);
+    size_t keep = f->opts.queue_bytes / 8;
+    for (size_t i = 0; i < g->ncols; i++) {
+        h5s_column *c = g->cols[i];
+        c->dset = H5Dopen2(f->fid, c->path, H5P_DEFAULT);
+        if (c->dset < 0)
+            return h5s_error_set_h5(H5S_EIO, "%s: cannot reopen %s", f->path, c->path);
+        size_t n = keep / c->chunk_bytes + 4;
+        h5s_pool_init(&c->raw_pool, c->chunk_bytes, n < 64 ? n : 64);
+        h5s_pool_init(&c->enc_pool, c->chunk_bound, n < 64 ? n : 64);
+    }
+    g->last_cut = h5s_mono_now();
+    return 0;
+}
+
+void h5s_group_close_handles(h5s_group *g)
+{
+    for (size_t i = 0; i < g->ncols; i++) {
+        h5s_column *c = g->cols[i];
+        if (c->dset >= 0)
+            H5Dclose(c->dset);
+        c->dset = H5I_INVALID_HID;
+    }
+}
+
+void h5s_group_free(h5s_group *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->ncols; i++) {
+        h5s_column *c = g->cols[i];
+        while (c->held) {
+            h5s_held *h = c->held;
+            c->held = h->next;
+            h5s_job_free(h->job);
+            free(h);
+        }
+        if (c->open)
+            h5s_pool_put(&c->raw_pool, c->open);
+        h5s_pool_destroy(&c->raw_pool);
+        h5s_pool_destroy(&c->enc_pool);
+        if (c->ftype >= 0)
+            H5Tclose(c->ftype);
+        free(c);
+    }
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+/* ---- producer side ---------------------------------------------------------------- */
+
+void h5s_group_lock(h5s_group *g)
+{
+    pthread_mutex_lock(&g->mu);
+}
+
+void h5s_group_unlock(h5s_group *g)
+{
+    pthread_mutex_unlock(&g->mu);
+}
+
+static h5s_job *new_chunk_job(h5s_column *c, unsigned char *raw, uint64_t row0, uint64_t nrows)
+{
+    h5s_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->kind = H5S_JOB_CHUNK;
+    j->column = c;
+    j->raw = raw;
+    j->row0 = row0;
+    j->nrows = nrows;
+    j->charged = c->chunk_bytes;
+    return j;
+}
+
+/* Submits the open chunk, which is full. */
+static int submit_full(h5s_column *c)
+{
+    h5s_file *f = c->group->file;
+    h5s_job *j = new_chunk_job(c, c->open, c->open_first, c->chunk_rows);
+    if (!j)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    j->reserved = c->chunk_bytes;
+    c->open = NULL;
+    h5s_queue_submit(&f->q, j);
+    return 0;
+}
+
+static int open_chunk(h5s_column *c)
+{
+    h5s_file *f = c->group->file;
+    int rc = h5s_queue_reserve(&f->q, c->chunk_bytes);
+    if (rc)
+        return rc;
+    c->open = h5s_pool_get(&c->raw_pool);
+    if (!c->open) {
+        h5s_queue_unreserve(&f->q, c->chunk_bytes);
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    }
+    c->open_first = c->rows;
+    return 0;
+}
+
+static int check_appending(const h5s_column *c)
+{
+    const h5s_file *f = c->group->file;
+    if (!f->started || atomic_load(&f->closing))
+        return h5s_error_set(H5S_ESTATE, "%s: %s: append before SWMR started or after close",
+                             f->path, c->path);
+    return 0;
+}
+
+typedef struct {
+    const unsigned char *src;
+    size_t row_bytes;
+} copy_src;
+
+static void copy_rows(void *dst, uint64_t first, uint64_t n, void *payload)
+{
+    const copy_src *s = payload;
+    memcpy(dst, s->src + first * s->row_bytes, (size_t)n * s->row_bytes);
+}
+
+int h5s_column_append_fill(h5s_column *c, uint64_t nrows,
+                           void (*fill)(void *dst, uint64_t first, uint64_t n, void *payload),
+                           void *payload)
+{
+    if (!c || !fill)
+        return h5s_error_set(H5S_EINVAL, "h5s_column_append: NULL argument");
+    int rc = check_appending(c);
+    uint64_t done = 0;
+    while (rc == 0 && done < nrows) {
+        if (!c->open && (rc = open_chunk(c)) != 0)
+            break;
+        uint64_t at = c->rows - c->open_first;
+        uint64_t n = c->chunk_rows - at;
+        if (n > nrows - done)
+            n = nrows - done;
+        fill(c->open + at * c->row_bytes, done, n, payload);
+        c->rows += n;
+        done += n;
+        if (c->rows - c->open_first == c->chunk_rows)
+            rc = submit_full(c);
+    }
+    return rc;
+}
+
+int h5s_column_append(h5s_column *c, const void *rows, uint64_t nrows)
+{
+    if (!c || (!rows && nrows))
+        return h5s_error_set(H5S_EINVAL, "h5s_column_append: NULL argument");
+    copy_src s = {rows, c->row_bytes};
+    return h5s_column_append_fill(c, nrows, copy_rows, &s);
+}
+
+static void zero_rows(void *dst, uint64_t first, uint64_t n, void *payload)
+{
+    (void)first;
+    memset(dst, 0, (size_t)n * *(const size_t *)payload);
+}
+
+int h5s_column_pad_to_chunk(h5s_column *c)
+{
+    if (!c)
+        return h5s_error_set(H5S_EINVAL, "h5s_column_pad_to_chunk: NULL argument");
+    uint64_t r = c->rows % c->chunk_rows;
+    if (r == 0)
+        return check_appending(c);
+    return h5s_column_append_fill(c, c->chunk_rows - r, zero_rows, &c->row_bytes);
+}
+
+/* Hands the writer a copy of the open chunk's rows so far (zero-padded). */
+static int submit_partial(h5s_column *c, int wait_budget)
+{
+    h5s_file *f = c->group->file;
+    if (!c->open || c->rows == c->open_first)
+        return 0;
+    int rc = 0;
+    if (wait_budget)
+        rc = h5s_queue_reserve(&f->q, c->chunk_bytes);
+    else
+        h5s_queue_charge(&f->q, c->chunk_bytes);
+    if (rc)
+        return rc;
+    unsigned char *copy = h5s_pool_get(&c->raw_pool);
+    uint64_t n = c->rows - c->open_first;
+    h5s_job *j = copy ? new_chunk_job(c, copy, c->open_first, n) : NULL;
+    if (!j) {
+        h5s_pool_put(&c->raw_pool, copy);
+        if (wait_budget)
+            h5s_queue_unreserve(&f->q, c->chunk_bytes);
+        else
+            h5s_queue_release(&f->q, c->chunk_bytes);
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    }
+    size_t used = (size_t)n * c->row_bytes;
+    memcpy(copy, c->open, used);
+    memset(copy + used, 0, c->chunk_bytes - used);
+    j->reserved = wait_budget ? c->chunk_bytes : 0;
+    h5s_queue_submit(&f->q, j);
+    return 0;
+}
+
+int h5s_group_cut(h5s_group *g, int wait_budget)
+{
+    h5s_file *f = g->file;
+    uint64_t items = atomic_load(&g->items);
+    g->last_cut = h5s_mono_now();
+    if (items == g->cut_items && g->cut_items != 0)
+        return 0;
+    for (size_t i = 0; i < g->ncols; i++) {
+        int rc = submit_partial(g->cols[i], wait_budget);
+        if (rc)
+            return rc;
+    }
+    h5s_job *m = calloc(1, sizeof *m);
+    if (!m)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    m->kind = H5S_JOB_MARK;
+    m->group = g;
+    m->mark_items = items;
+    m->mark_rows = g->marker->rows;
+    g->cut_items = items;
+    h5s_queue_submit(&f->q, m);
+    return 0;
+}
+
+int h5s_group_item_done(h5s_group *g, uint64_t nitems)
+{
+    if (!g)
+        return h5s_error_set(H5S_EINVAL, "h5s_group_item_done: NULL argument");
+    uint64_t items = atomic_fetch_add(&g->items, nitems) + nitems;
+    const h5s_file_options *o = &g->file->opts;
+    if (o->flush_every && items - g->cut_items >= o->flush_every)
+        return h5s_group_cut(g, 1);
+    if (o->flush_ms && h5s_mono_now() - g->last_cut >= o->flush_ms / 1000.0)
+        return h5s_group_cut(g, 1);
+    return 0;
+}
+
+int h5s_group_needs_cut(h5s_group *g, double now, double interval)
+{
+    /* cut_items and last_cut are read without the lock: a stale value only moves the cut
+     * to the writer's next wake-up. */
+    return atomic_load(&g->items) != g->cut_items && now - g->last_cut >= interval;
+}
+
+void h5s_group_try_cut(h5s_group *g)
+{
+    if (pthread_mutex_trylock(&g->mu) != 0)
+        return; /* a producer holds it and will cut by itself */
+    h5s_group_cut(g, 0);
+    pthread_mutex_unlock(&g->mu);
+}
+
+int h5s_file_call(h5s_file *f, int (*fn)(hid_t fid, void *payload), void *payload,
+                  void (*free_payload)(void *payload))
+{
+    if (!f || !fn)
+        return h5s_error_set(H5S_EINVAL, "h5s_file_call: NULL argument");
+    if (!f->started || atomic_load(&f->closing))
+        return h5s_error_set(H5S_ESTATE, "%s: call before SWMR started or after close", f->path);
+    int rc = h5s_queue_error(&f->q);
+    if (rc)
+        return rc;
+    h5s_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    j->kind = H5S_JOB_CALL;
+    j->call = fn;
+    j->call_payload = payload;
+    j->call_free = free_payload;
+    h5s_queue_submit(&f->q, j);
+    return 0;
+}
+
+/* ---- encoders --------------------------------------------------------------------- */
+
+int h5s_column_encode(h5s_job *j, unsigned char *scratch)
+{
+    h5s_column *c = j->column;
+    if (c->codec.kind == H5S_CODEC_NONE) {
+        j->chunks = calloc(1, sizeof *j->chunks);
+        if (!j->chunks)
+            return h5s_error_set(H5S_ENOMEM, "%s: out of memory", c->group->file->path);
+        j->nchunks = 1;
+        j->chunks[0].bytes = j->raw; /* stored as is */
+        j->chunks[0].size = c->chunk_bytes;
+        return 0;
+    }
+    j->chunks = calloc(1, sizeof *j->chunks);
+    void *dst = h5s_pool_get(&c->enc_pool);
+    if (!j->chunks || !dst) {
+        h5s_pool_put(&c->enc_pool, dst);
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", c->group->file->path);
+    }
+    j->nchunks = 1;
+    h5s_chunk *ch = &j->chunks[0];
+    ch->bytes = dst;
+    int rc = h5s_codec_encode(&c->codec, c->typesize, j->raw, c->chunk_bytes, dst, c->chunk_bound,
+                              scratch, &ch->size, &ch->mask);
+    if (rc)
+        return h5s_error_prefix(rc, "%s: %s: rows %llu..%llu", c->group->file->path, c->path,
+                                (unsigned long long)j->row0,
+                                (unsigned long long)(j->row0 + j->nrows));
+    h5s_pool_put(&c->raw_pool, j->raw);
+    j->raw = NULL;
+    return 0;
+}
+
+size_t h5s_column_held_bytes(const h5s_job *j)
+{
+    const h5s_column *c = j->column;
+    size_t n = j->raw ? c->chunk_bytes : 0;
+    if (j->nchunks && j->chunks[0].bytes && j->chunks[0].bytes != j->raw)
+        n += c->chunk_bound;
+    return n;
+}
+
+void h5s_column_job_release(h5s_job *j)
+{
+    if (j->kind == H5S_JOB_CALL && j->call_free) {
+        j->call_free(j->call_payload);
+        j->call_free = NULL;
+    }
+    if (j->kind != H5S_JOB_CHUNK)
+        return;
+    h5s_column *c = j->column;
+    if (j->nchunks && j->chunks[0].bytes && j->chunks[0].bytes != j->raw)
+        h5s_pool_put(&c->enc_pool, j->chunks[0].bytes);
+    if (j->raw)
+        h5s_pool_put(&c->raw_pool, j->raw);
+    j->raw = NULL;
+    free(j->chunks);
+    j->chunks = NULL;
+    j->nchunks = 0;
+}
+
+/* ---- writer thread ---------------------------------------------------------------- */
+
+static int extend_to(h5s_column *c, uint64_t rows)
+{
+    if (rows <= c->extent)
+        return 0;
+    hsize_t dims[2] = {rows, c->ncols};
+    if (H5Dset_extent(c->dset, dims) < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: cannot extend %s to %llu rows", c->group->file->path,
+                                c->path, (unsigned long long)rows);
+    c->extent = rows;
+    return 0;
+}
+
+static int store_chunk(h5s_column *c, const h5s_job *j)
+{
+    h5s_file *f = c->group->file;
+    hsize_t offset[2] = {j->row0, 0};
+    const h5s_chunk *ch = &j->chunks[0];
+    if (H5Dwrite_chunk(c->dset, H5P_DEFAULT, ch->mask, offset, ch->size, ch->bytes) < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot write rows %llu..%llu", f->path, c->path,
+                                (unsigned long long)j->row0,
+                                (unsigned long long)(j->row0 + j->nrows));
+    atomic_fetch_add(&f->st_bytes_stored, ch->size);
+    atomic_fetch_add(&f->st_bytes_raw, (uint64_t)j->nrows * c->row_bytes);
+    c->dirty = 1;
+    return 0;
+}
+
+int h5s_column_write(h5s_job *j)
+{
+    h5s_column *c = j->column;
+    if (c->marker) {
+        /* Held for the commit; a newer copy of the same chunk replaces an older one. */
+        h5s_held **p = &c->held;
+        while (*p && (*p)->job->row0 != j->row0)
+            p = &(*p)->next;
+        if (*p) {
+            h5s_job_free((*p)->job);
+            (*p)->job = j;
+            return 1;
+        }
+        h5s_held *h = malloc(sizeof *h);
+        if (!h)
+            return h5s_error_set(H5S_ENOMEM, "%s: out of memory", c->group->file->path);
+        h->job = j;
+        h->next = NULL;
+        *p = h;
+        return 1; /* kept: the caller must not free the job */
+    }
+    int rc = extend_to(c, j->row0 + j->nrows);
+    return rc ? rc : store_chunk(c, j);
+}
+
+void h5s_group_mark(h5s_job *j)
+{
+    h5s_group *g = j->group;
+    g->pending = 1;
+    g->mark_items = j->mark_items;
+    g->mark_rows = j->mark_rows;
+}
+
+int h5s_group_pending(const h5s_group *g)
+{
+    return g->pending;
+}
+
+int h5s_group_commit_payload(h5s_group *g)
+{
+    if (!g->pending)
+        return 0;
+    for (size_t i = 0; i < g->ncols; i++) {
+        h5s_column *c = g->cols[i];
+        if (c->marker || !c->dirty)
+            continue;
+        if (H5Dflush(c->dset) < 0)
+            return h5s_error_set_h5(H5S_EIO, "%s: cannot flush %s", g->file->path, c->path);
+        c->dirty = 0;
+    }
+    return 0;
+}
+
+int h5s_group_commit_marker(h5s_group *g)
+{
+    if (!g->pending)
+        return 0;
+    h5s_column *m = g->marker;
+    int rc = extend_to(m, g->mark_rows);
+    /* The held chunks that start below the mark; rows of theirs past it stay hidden by the
+     * extent until a later commit reveals them. */
+    for (h5s_held **p = &m->held; rc == 0 && *p;) {
+        h5s_held *h = *p;
+        if (h->job->row0 >= g->mark_rows) {
+            p = &h->next;
+            continue;
+        }
+        rc = store_chunk(m, h->job);
+        if (rc == 0) {
+            *p = h->next;
+            h5s_job_free(h->job);
+            free(h);
+        }
+    }
+    if (rc == 0 && H5Dflush(m->dset) < 0)
+        rc = h5s_error_set_h5(H5S_EIO, "%s: cannot flush %s", g->file->path, m->path);
+    if (rc == 0) {
+        m->dirty = 0;
+        g->pending = 0;
+        atomic_store(&g->committed, g->mark_items);
+    }
+    return rc;
+}
