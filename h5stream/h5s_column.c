@@ -515,22 +515,33 @@ void h5s_group_try_cut(h5s_group *g)
 }
 
 int h5s_file_call(h5s_file *f, int (*fn)(hid_t fid, void *payload), void *payload,
-                  void (*free_payload)(void *payload))
+                  void (*free_payload)(void *payload), size_t bytes)
 {
+    int rc = 0;
     if (!f || !fn)
-        return h5s_error_set(H5S_EINVAL, "h5s_file_call: NULL argument");
-    if (!f->started || atomic_load(&f->closing))
-        return h5s_error_set(H5S_ESTATE, "%s: call before SWMR started or after close", f->path);
-    int rc = h5s_queue_error(&f->q);
-    if (rc)
+        rc = h5s_error_set(H5S_EINVAL, "h5s_file_call: NULL argument");
+    else if (!f->started || atomic_load(&f->closing))
+        rc = h5s_error_set(H5S_ESTATE, "%s: call before SWMR started or after close", f->path);
+    else if (bytes)
+        rc = h5s_queue_reserve(&f->q, bytes);
+    else
+        rc = h5s_queue_error(&f->q);
+    h5s_job *j = rc == 0 ? calloc(1, sizeof *j) : NULL;
+    if (rc == 0 && !j) {
+        h5s_queue_unreserve(&f->q, bytes);
+        rc = h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    }
+    if (rc) {
+        if (free_payload)
+            free_payload(payload);
         return rc;
-    h5s_job *j = calloc(1, sizeof *j);
-    if (!j)
-        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    }
     j->kind = H5S_JOB_CALL;
     j->call = fn;
     j->call_payload = payload;
     j->call_free = free_payload;
+    j->charged = bytes;
+    j->reserved = bytes;
     h5s_queue_submit(&f->q, j);
     return 0;
 }

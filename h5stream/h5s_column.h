@@ -115,14 +115,19 @@ uint64_t h5s_group_committed(const h5s_group *group);
 
 /*
  * Runs fn(fid, payload) on the writer thread after everything submitted before it is
- * written, for writes in place to fixed-size datasets made in the declaration phase (a
- * TRX group's dpg values). fn returns 0 or an h5s error (with its message set), which
- * becomes the stream's kept error. free_payload (may be NULL) is called after fn, or
- * instead of it once the stream failed. Any thread, after start. Errors: H5S_ESTATE,
- * H5S_ENOMEM, or the kept error.
+ * written: writes in place to fixed-size datasets made in the declaration phase (a TRX
+ * group's dpg values), or a model's own chunk writes (a volume's encoded chunks, stored
+ * with H5Dwrite_chunk; fn then H5Dflush-es what it wrote, since only columns are flushed
+ * by the commit). Datasets fn opens it must close before returning. fn returns 0 or an
+ * h5s error (with its message set), which becomes the stream's kept error. bytes: memory
+ * the payload holds, counted against the queue budget until fn has run (the call blocks
+ * while the budget is used, or returns H5S_EAGAIN in non-blocking mode); 0 for small
+ * payloads. free_payload (may be NULL) is called after fn, or instead of it once the
+ * stream failed, and on any error of this call. Any thread, after start. Errors:
+ * H5S_ESTATE, H5S_ENOMEM, H5S_EAGAIN, or the kept error.
  */
 int h5s_file_call(h5s_file *file, int (*fn)(hid_t fid, void *payload), void *payload,
-                  void (*free_payload)(void *payload));
+                  void (*free_payload)(void *payload), size_t bytes);
 
 /*
  * Registers the model's name for the root attribute "models" (written at start), for

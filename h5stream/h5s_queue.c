@@ -169,10 +169,10 @@ uint64_t h5s_queue_submit(h5s_queue *q, h5s_job *job)
     pthread_mutex_lock(&q->mu);
     job->seq = q->next_seq++;
     job->next = NULL;
+    /* Its budget is now in flight: a producer waiting on it may wait for the writer. */
+    size_t open = job->kind == H5S_JOB_BAND ? job->charged : job->reserved;
+    q->open_bytes = open > q->open_bytes ? 0 : q->open_bytes - open;
     if (job->kind == H5S_JOB_BAND || job->kind == H5S_JOB_CHUNK) {
-        /* Its budget is now in flight: a producer waiting on it may wait for the writer. */
-        size_t open = job->kind == H5S_JOB_BAND ? job->charged : job->reserved;
-        q->open_bytes = open > q->open_bytes ? 0 : q->open_bytes - open;
         if (q->work_tail)
             q->work_tail->next = job;
         else

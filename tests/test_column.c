@@ -342,7 +342,7 @@ static void test_column__call_runs_on_writer_and_misuse_errors(void **state)
     int *vals = malloc(2 * sizeof *vals);
     vals[0] = 41;
     vals[1] = 42;
-    assert_int_equal(h5s_file_call(f, write_attr_call, vals, count_free), 0);
+    assert_int_equal(h5s_file_call(f, write_attr_call, vals, count_free, 8), 0);
     assert_int_equal(h5s_file_flush(f), 0);
     assert_int_equal(calls_freed, 1);
     assert_int_equal(h5s_file_close(f), 0);
