@@ -44,6 +44,9 @@ struct h5s_column {
     uint64_t rows;       /* rows appended */
     uint64_t open_first; /* first row of the open chunk */
 
+    unsigned char *preset; /* rows [0, npreset) written at declaration */
+    uint64_t npreset;
+
     /* Writer side. */
     hid_t dset;
     uint64_t extent;
@@ -219,6 +222,39 @@ int h5s_column_create(h5s_column **out, h5s_group *g, const char *path,
     return 0;
 }
 
+int h5s_column_preset(h5s_column *c, const void *rows, uint64_t nrows)
+{
+    h5s_error_clear();
+    if (!c || !rows || nrows == 0)
+        return h5s_error_set(H5S_EINVAL, "h5s_column_preset: no rows");
+    h5s_file *f = c->group->file;
+    int rc = check_declaring(f, "preset rows");
+    if (rc)
+        return rc;
+    if (c->rows || nrows > c->chunk_rows)
+        return h5s_error_set(H5S_EINVAL, "%s: %s: preset rows must fit the first chunk", f->path,
+                             c->path);
+    c->preset = malloc((size_t)nrows * c->row_bytes);
+    if (!c->preset)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    memcpy(c->preset, rows, (size_t)nrows * c->row_bytes);
+    hid_t d = H5Dopen2(f->fid, c->path, H5P_DEFAULT);
+    hsize_t dims[2] = {nrows, c->ncols};
+    herr_t st = d >= 0 ? H5Dset_extent(d, dims) : -1;
+    if (st >= 0)
+        st = H5Dwrite(d, c->ftype, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows);
+    if (d >= 0)
+        H5Dclose(d);
+    if (st < 0) {
+        free(c->preset);
+        c->preset = NULL;
+        return h5s_error_set_h5(H5S_EIO, "%s: cannot write the first rows of %s", f->path, c->path);
+    }
+    c->npreset = nrows;
+    c->rows = nrows;
+    return 0;
+}
+
 const char *h5s_column_path(const h5s_column *c)
 {
     return c ? c->path : NULL;
@@ -266,6 +302,7 @@ int h5s_group_open_swmr(h5s_group *g)
         c->dset = H5Dopen2(f->fid, c->path, H5P_DEFAULT);
         if (c->dset < 0)
             return h5s_error_set_h5(H5S_EIO, "%s: cannot reopen %s", f->path, c->path);
+        c->extent = c->npreset;
         size_t n = keep / c->chunk_bytes + 4;
         h5s_pool_init(&c->raw_pool, c->chunk_bytes, n < 64 ? n : 64);
         h5s_pool_init(&c->enc_pool, c->chunk_bound, n < 64 ? n : 64);
@@ -302,6 +339,7 @@ void h5s_group_free(h5s_group *g)
         h5s_pool_destroy(&c->enc_pool);
         if (c->ftype >= 0)
             H5Tclose(c->ftype);
+        free(c->preset);
         free(c);
     }
     pthread_mutex_destroy(&g->mu);
@@ -358,7 +396,11 @@ static int open_chunk(h5s_column *c)
         h5s_queue_unreserve(&f->q, c->chunk_bytes);
         return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
     }
-    c->open_first = c->rows;
+    /* Only the first chunk can be partly preset; its preset rows are the buffer's too. */
+    c->open_first = c->rows - c->rows % c->chunk_rows;
+    if (c->open_first < c->npreset)
+        memcpy(c->open, c->preset + c->open_first * c->row_bytes,
+               (size_t)(c->npreset - c->open_first) * c->row_bytes);
     return 0;
 }
 

@@ -61,6 +61,13 @@ int h5s_group_create(h5s_group **out, h5s_file *file, const char *name);
 int h5s_column_create(h5s_column **out, h5s_group *group, const char *path,
                       const h5s_column_options *opts);
 
+/*
+ * Declaration phase: the column's first nrows rows (at most one chunk), written to the
+ * file now, so readers see them from the start (a TRX offsets column's leading 0). rows
+ * is copied. Errors: H5S_EINVAL (rows already there, too many), H5S_ESTATE, H5S_EIO.
+ */
+int h5s_column_preset(h5s_column *column, const void *rows, uint64_t nrows);
+
 /* The column's dataset path (borrowed, valid while the file is). */
 const char *h5s_column_path(const h5s_column *column);
 
