@@ -115,6 +115,14 @@ static double raw_f32(const raw_hdr *h, size_t off)
     return (double)v;
 }
 
+static double raw_f64(const raw_hdr *h, size_t off)
+{
+    uint64_t u = raw_u64(h, off);
+    double v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
 static const char *nifti_code_name(int code)
 {
     const char *name = nifti_datatype_to_string(code);
@@ -552,6 +560,11 @@ static int check_raw_header(h5s_nifti_header *hdr, const unsigned char *buf, siz
         hdr->dim[i] = i <= ndim ? d : 1;
     }
 
+    /* pixdim as stored: libnifti2 rewrites pixdim[0] (qfac) */
+    for (int i = 0; i < 8; i++)
+        hdr->pixdim[i] =
+            v == 1 ? raw_f32(&h, 76 + 4 * (size_t)i) : raw_f64(&h, 104 + 8 * (size_t)i);
+
     size_t dt_off = v == 1 ? 70 : 12;
     int code = raw_i16(&h, dt_off);
     int rc = h5s_nifti_dtype_from_code(&hdr->dtype, code);
@@ -611,11 +624,10 @@ static int check_raw_header(h5s_nifti_header *hdr, const unsigned char *buf, siz
     return 0;
 }
 
-/* Copies what libnifti2 parsed into hdr (dims, vox_offset and byte order come from ours). */
+/* Copies what libnifti2 parsed into hdr (dims, pixdim, vox_offset and byte order come from
+ * the raw header). */
 static void copy_from_nim(h5s_nifti_header *hdr, const nifti_image *nim)
 {
-    for (int i = 0; i < 8; i++)
-        hdr->pixdim[i] = nim->pixdim[i];
     hdr->qform_code = nim->qform_code;
     hdr->sform_code = nim->sform_code;
     hdr->quatern_b = nim->quatern_b;
@@ -624,7 +636,7 @@ static void copy_from_nim(h5s_nifti_header *hdr, const nifti_image *nim)
     hdr->qoffset_x = nim->qoffset_x;
     hdr->qoffset_y = nim->qoffset_y;
     hdr->qoffset_z = nim->qoffset_z;
-    hdr->qfac = nim->qfac < 0 ? -1.0 : 1.0;
+    hdr->qfac = hdr->pixdim[0] < 0 ? -1.0 : 1.0;
     for (int r = 0; r < 4; r++)
         for (int c = 0; c < 4; c++) {
             hdr->qto_xyz[r][c] = nim->qto_xyz.m[r][c];

@@ -85,6 +85,7 @@ static unsigned char *gunzip_file(const char *path, size_t *len)
     assert_non_null(gz);
     size_t cap = 1 << 16, n = 0;
     unsigned char *buf = malloc(cap);
+    assert_non_null(buf);
     for (;;) {
         int got = gzread(gz, buf + n, (unsigned)(cap - n));
         if (got <= 0)
@@ -92,8 +93,9 @@ static unsigned char *gunzip_file(const char *path, size_t *len)
         n += (size_t)got;
         if (n == cap) {
             cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
+            unsigned char *bigger = realloc(buf, cap);
+            assert_non_null(bigger);
+            buf = bigger;
         }
     }
     gzclose(gz);
@@ -259,6 +261,8 @@ static void test_nifti__shared_round_trip(void **state)
             assert_int_equal(h.dim[3], 25);
             assert_int_equal(h.dtype, H5S_INT16);
             assert_int_equal(h.vox_offset, 352);
+            assert_true(h.pixdim[0] == -1.0 && h.qfac == -1.0 && h.pixdim[3] == 2.0);
+            assert_int_equal(h.qform_code, 2);
         }
         if (strcmp(e->d_name, "example4d.nii.gz") == 0) {
             assert_int_equal(h.vox_offset, 416);
