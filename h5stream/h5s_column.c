@@ -98,6 +98,31 @@ int h5s_file_add_model(h5s_file *file, const char *model)
     return 0;
 }
 
+int h5s_file_attach(h5s_file *file, void *obj, void (*free_fn)(void *obj))
+{
+    if (!file || !obj || !free_fn)
+        return h5s_error_set(H5S_EINVAL, "h5s_file_attach: NULL argument");
+    int rc = check_declaring(file, "a new model handle");
+    if (rc == 0 && file->nattached == H5S_MAX_MODELS)
+        rc =
+            h5s_error_set(H5S_EINVAL, "%s: more than %d model handles", file->path, H5S_MAX_MODELS);
+    if (rc) {
+        free_fn(obj);
+        return rc;
+    }
+    file->attached[file->nattached] = obj;
+    file->attached_free[file->nattached++] = free_fn;
+    return 0;
+}
+
+void h5s_file_free_attached(h5s_file *f)
+{
+    while (f->nattached) {
+        f->nattached--;
+        f->attached_free[f->nattached](f->attached[f->nattached]);
+    }
+}
+
 hid_t h5s_file_hid(h5s_file *file)
 {
     return file && !file->started ? file->fid : H5I_INVALID_HID;
@@ -388,7 +413,7 @@ static int submit_full(h5s_column *c)
 static int open_chunk(h5s_column *c)
 {
     h5s_file *f = c->group->file;
-    int rc = h5s_queue_reserve(&f->q, c->chunk_bytes);
+    int rc = h5s_queue_reserve_wait(&f->q, c->chunk_bytes);
     if (rc)
         return rc;
     c->open = h5s_pool_get(&c->raw_pool);
@@ -480,7 +505,7 @@ static int submit_partial(h5s_column *c, int wait_budget)
         return 0;
     int rc = 0;
     if (wait_budget)
-        rc = h5s_queue_reserve(&f->q, c->chunk_bytes);
+        rc = h5s_queue_reserve_wait(&f->q, c->chunk_bytes);
     else
         h5s_queue_charge(&f->q, c->chunk_bytes);
     if (rc)

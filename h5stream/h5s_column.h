@@ -82,7 +82,8 @@ void h5s_group_unlock(h5s_group *group);
 /*
  * Group locked, after SWMR started: appends nrows rows (nrows x row bytes, the element
  * type's memory layout, which is the file type's) to the column. rows is copied. Blocks
- * while the queue budget is used (the group lock stays held). Returns 0 or the stream's
+ * while the queue budget is used (the group lock stays held), even in the file's
+ * non-blocking mode: an item is never left half-appended. Returns 0 or the stream's
  * kept error (H5S_EIO, ...), or H5S_ESTATE before start or after close.
  */
 int h5s_column_append(h5s_column *column, const void *rows, uint64_t nrows);
@@ -135,6 +136,13 @@ uint64_t h5s_group_committed(const h5s_group *group);
  */
 int h5s_file_call(h5s_file *file, int (*fn)(hid_t fid, void *payload), void *payload,
                   void (*free_payload)(void *payload), size_t bytes);
+
+/*
+ * Declaration phase: the file takes ownership of a model's handle: free_fn(obj) runs
+ * when the file is closed or discarded, after the writer has stopped. Errors: H5S_EINVAL,
+ * H5S_ESTATE, H5S_ENOMEM (free_fn is then called at once).
+ */
+int h5s_file_attach(h5s_file *file, void *obj, void (*free_fn)(void *obj));
 
 /*
  * Registers the model's name for the root attribute "models" (written at start), for

@@ -101,3 +101,65 @@ float h5s_half_to_float(uint16_t half)
     memcpy(&f, &x, sizeof f);
     return f;
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define H5S_HAVE_F16C_PATH 1
+
+__attribute__((target("avx,f16c"))) static void from_float_f16c(uint16_t *dst, const float *src,
+                                                                size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(src + i);
+        _mm_storeu_si128((__m128i *)(void *)(dst + i),
+                         _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; i++)
+        dst[i] = h5s_half_from_float(src[i]);
+}
+
+__attribute__((target("avx,f16c"))) static void to_float_f16c(float *dst, const uint16_t *src,
+                                                              size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(v));
+    }
+    for (; i < n; i++)
+        dst[i] = h5s_half_to_float(src[i]);
+}
+
+static int have_f16c(void)
+{
+    static int known = -1;
+    if (known < 0)
+        known = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    return known;
+}
+#endif
+
+void h5s_half_from_float_n(uint16_t *dst, const float *src, size_t n)
+{
+#ifdef H5S_HAVE_F16C_PATH
+    if (have_f16c()) {
+        from_float_f16c(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++)
+        dst[i] = h5s_half_from_float(src[i]);
+}
+
+void h5s_half_to_float_n(float *dst, const uint16_t *src, size_t n)
+{
+#ifdef H5S_HAVE_F16C_PATH
+    if (have_f16c()) {
+        to_float_f16c(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++)
+        dst[i] = h5s_half_to_float(src[i]);
+}

@@ -105,6 +105,9 @@ void h5s_queue_destroy(h5s_queue *q);
  * that would fill them. Returns 0 or the kept error.
  */
 int h5s_queue_reserve(h5s_queue *q, size_t bytes);
+/* As h5s_queue_reserve, but waits even in non-blocking mode (half an item appended to a
+ * group must not be left there). */
+int h5s_queue_reserve_wait(h5s_queue *q, size_t bytes);
 /* Gives back the budget of an open band that will never be submitted. */
 void h5s_queue_unreserve(h5s_queue *q, size_t bytes);
 /* Counts bytes against the budget without waiting (the writer thread's own cuts). */
@@ -212,6 +215,9 @@ struct h5s_file {
     size_t ngroups;
     char models[H5S_MAX_MODELS][32];
     unsigned nmodels;
+    void *attached[H5S_MAX_MODELS]; /* models' handles, freed at close (h5s_file_attach) */
+    void (*attached_free[H5S_MAX_MODELS])(void *obj);
+    unsigned nattached;
     char creator[128];
 
     h5s_queue q;
@@ -251,6 +257,8 @@ int h5s_frames_commit_marker(struct h5s_frames *fr);
 void h5s_job_free(h5s_job *job);
 
 /* groups and columns (h5s_column.c) used by the file object */
+/* Frees the models' attached handles (h5s_file_attach). */
+void h5s_file_free_attached(struct h5s_file *f);
 void h5s_group_free(struct h5s_group *g);
 int h5s_group_open_swmr(struct h5s_group *g);
 void h5s_group_close_handles(struct h5s_group *g);

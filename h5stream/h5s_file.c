@@ -182,6 +182,7 @@ static void file_discard(h5s_file *f)
         h5s_group_free(f->groups[i]);
     }
     free(f->groups);
+    h5s_file_free_attached(f);
     if (f->fid >= 0)
         H5Fclose(f->fid);
     free(f->path);
@@ -800,6 +801,7 @@ int h5s_file_close(h5s_file *f)
     for (size_t i = 0; i < f->ngroups; i++)
         h5s_group_free(f->groups[i]);
     free(f->groups);
+    h5s_file_free_attached(f);
     free(f->encoders);
     free(f->stop_job);
     free(f->path);

@@ -64,7 +64,7 @@ static int kept_error_locked(h5s_queue *q)
     return 0;
 }
 
-int h5s_queue_reserve(h5s_queue *q, size_t bytes)
+static int reserve(h5s_queue *q, size_t bytes, int may_fail)
 {
     pthread_mutex_lock(&q->mu);
     int rc = kept_error_locked(q);
@@ -73,7 +73,7 @@ int h5s_queue_reserve(h5s_queue *q, size_t bytes)
      * through, and keeps a producer that alternates between datasets whose open bands
      * hold the budget from waiting for itself. */
     while (rc == 0 && q->used > q->open_bytes && q->used + bytes > q->cap) {
-        if (q->nonblocking) {
+        if (q->nonblocking && may_fail) {
             rc = h5s_error_set(H5S_EAGAIN, "queue full: %zu of %zu bytes in use", q->used, q->cap);
             break;
         }
@@ -88,6 +88,16 @@ int h5s_queue_reserve(h5s_queue *q, size_t bytes)
     }
     pthread_mutex_unlock(&q->mu);
     return rc;
+}
+
+int h5s_queue_reserve(h5s_queue *q, size_t bytes)
+{
+    return reserve(q, bytes, 1);
+}
+
+int h5s_queue_reserve_wait(h5s_queue *q, size_t bytes)
+{
+    return reserve(q, bytes, 0);
 }
 
 void h5s_queue_unreserve(h5s_queue *q, size_t bytes)
