@@ -216,8 +216,8 @@ typedef struct h5s_tract_writer h5s_tract_writer;
  * properties (all as float32; a field of K > 1 columns is named "name\0K", nibabel's
  * convention); points are converted from RAS+ mm to voxmm with the inverse of the
  * transform h5s_trk_voxmm_to_rasmm gives. The count is patched into the header at close.
- * Errors: H5S_EINVAL (bad format or header), H5S_ERANGE (TRK: more than 10 scalar or 10
- * property names, more than 10 columns of either, a name too long for 20 bytes, or a
+ * Errors: H5S_EINVAL (bad format or header), H5S_ERANGE (TRK: more than 10 dpv or 10 dps
+ * fields, a name too long for 20 bytes with its count, more than 32767 columns, or a
  * dimension above 32767), H5S_EIO, H5S_ENOMEM.
  */
 int h5s_tract_writer_open(h5s_tract_writer **out, const char *path, h5s_tract_format format,

@@ -87,11 +87,14 @@ static int tract_load(tract *t, const char *path)
     const h5s_tract_header *h = h5s_tract_reader_header(r);
     t->h = *h;
     t->h.dps = xmalloc((h->n_dps + 1) * sizeof *h->dps);
-    memcpy(t->h.dps, h->dps, h->n_dps * sizeof *h->dps);
+    if (h->n_dps)
+        memcpy(t->h.dps, h->dps, h->n_dps * sizeof *h->dps);
     t->h.dpv = xmalloc((h->n_dpv + 1) * sizeof *h->dpv);
-    memcpy(t->h.dpv, h->dpv, h->n_dpv * sizeof *h->dpv);
+    if (h->n_dpv)
+        memcpy(t->h.dpv, h->dpv, h->n_dpv * sizeof *h->dpv);
     t->h.groups = xmalloc((h->n_groups + 1) * sizeof *h->groups);
-    memcpy(t->h.groups, h->groups, h->n_groups * sizeof *h->groups);
+    if (h->n_groups)
+        memcpy(t->h.groups, h->groups, h->n_groups * sizeof *h->groups);
     t->h.dpg = xmalloc((h->n_dpg + 1) * sizeof *h->dpg);
     for (size_t i = 0; i < h->n_dpg; i++) {
         t->h.dpg[i] = h->dpg[i];
@@ -124,7 +127,8 @@ static int tract_load(tract *t, const char *path)
             assert_non_null(t->points);
             assert_non_null(t->dpv);
         }
-        memcpy(t->points + t->nv * 3, s.points, s.n_points * 3 * sizeof(float));
+        if (s.n_points)
+            memcpy(t->points + t->nv * 3, s.points, s.n_points * 3 * sizeof(float));
         if (h->dpv_width)
             memcpy(t->dpv + t->nv * h->dpv_width, s.dpv, s.n_points * h->dpv_width * 8);
         if (h->dps_width)
