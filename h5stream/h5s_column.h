@@ -35,7 +35,7 @@ typedef struct {
     unsigned version;    /* H5S_COLUMN_OPTIONS_VERSION */
     hid_t type;          /* element file type; copied. Rows are stored as given, no conversion */
     uint64_t ncols;      /* 0: a 1-D dataset [N]; else [N, ncols] */
-    uint64_t chunk_rows; /* rows per chunk; 0 = about 1 MiB of rows */
+    uint64_t chunk_rows; /* rows per chunk; 0 = about 128 KiB of rows */
     h5s_codec codec;     /* chunk compression */
     int marker;          /* 1: this column is its group's commit marker (one per group) */
 } h5s_column_options;

@@ -35,7 +35,7 @@ typedef struct {
     double voxel_to_rasmm[16]; /* 4 x 4, row-major (TRX VOXEL_TO_RASMM) */
     int32_t dimensions[3];     /* reference image grid (TRX DIMENSIONS), each >= 1 */
     h5s_codec codec;           /* chunk compression of every dataset */
-    uint64_t chunk_points;     /* points per positions chunk; 0 = about 512 KiB */
+    uint64_t chunk_points;     /* points per positions chunk; 0 = about 128 KiB */
 } h5s_tracts_options;
 
 #define H5S_TRACTS_OPTIONS_INIT                                                                    \

@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "h5s_codec.h"
 #include "h5s_format.h"
+#include "info_models.h"
 
 #define INFO_PATH_MAX 1024
 #define INFO_MAX_RANK 4
@@ -311,7 +312,7 @@ typedef struct {
     h5s_status_row status;
 } info_file;
 
-static void print_text(const info_file *f, const info_scan *sc)
+static void print_text(const info_file *f, const info_scan *sc, const info_columns *cols)
 {
     char when[64];
     printf("file: %s\n", f->path);
@@ -365,6 +366,7 @@ static void print_text(const info_file *f, const info_scan *sc)
         else
             printf("  stored bytes: %" PRIu64 "\n", fr->storage_bytes);
     }
+    info_columns_print(cols);
 }
 
 static json_t *json_dims(const hsize_t *d, int n)
@@ -375,7 +377,7 @@ static json_t *json_dims(const hsize_t *d, int n)
     return a;
 }
 
-static int print_json(const info_file *f, const info_scan *sc)
+static int print_json(const info_file *f, const info_scan *sc, const info_columns *cols)
 {
     json_t *root = json_object();
     json_object_set_new(root, "file", json_string(f->path));
@@ -428,6 +430,7 @@ static int print_json(const info_file *f, const info_scan *sc)
         json_array_append_new(arr, o);
     }
     json_object_set_new(root, "frames", arr);
+    json_object_set_new(root, "model_datasets", info_columns_json(cols));
     int rc = json_dumpf(root, stdout, JSON_INDENT(2));
     json_decref(root);
     fputc('\n', stdout);
@@ -517,10 +520,19 @@ int cli_info(int argc, char **argv)
         H5Fclose(fid);
         return CLI_EDATA;
     }
+    info_columns cols;
+    if (info_columns_scan(fid, &cols) != 0) {
+        cli_errorf("info: %s: out of memory listing its datasets", f.path);
+        info_columns_free(&cols);
+        free(sc.sets);
+        H5Fclose(fid);
+        return CLI_EDATA;
+    }
     if (json)
-        rc = print_json(&f, &sc);
+        rc = print_json(&f, &sc, &cols);
     else
-        print_text(&f, &sc);
+        print_text(&f, &sc, &cols);
+    info_columns_free(&cols);
     free(sc.sets);
     H5Fclose(fid);
     if (fflush(stdout) != 0 || rc != 0) {
