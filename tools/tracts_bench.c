@@ -1,0 +1,505 @@
+/*
+ * tracts_bench.c - `h5stream bench tracts [--quick] [--streamlines N] [--dir DIR]
+ * [--producers P]`: a benchmark program (not a timed test) for the tracts model
+ * (docs/tracts.md, "Benchmark").
+ *
+ * Workload: N synthetic streamlines of 100 points (seeded random walks with 2 mm steps),
+ * stored as float16. A pool of distinct streamlines is generated before any timing and
+ * cycled through, so producing a streamline costs nothing but the push itself.
+ * Runs, each in a forked child (so wait4's ru_maxrss is that run's own peak RSS):
+ *   ingest N with 1 and with P producer threads: streamlines/s of the push phase and end to
+ *   end (create to close + fsync); export of the N file to a stored TRX (+ fsync), beside
+ *   dd writing the same number of bytes with conv=fsync on the same file system; ingest and
+ *   export of 10 N, for the peak RSS ratio.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <hdf5.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "h5s_tracts.h"
+#include "h5s_tracts_reader.h"
+#include "h5stream.h"
+
+#define TB_POINTS 100
+#define TB_POOL 4096
+#define TB_STEP_MM 2.0
+#define TB_FULL 200000u
+#define TB_QUICK 20000u
+#define TB_QUEUE_BYTES ((size_t)64 << 20)
+#define TB_MAX_PRODUCERS 16
+
+static const char bench_usage[] =
+    "usage: h5stream bench tracts [--quick] [--streamlines N] [--dir DIR] [--producers P]\n"
+    "\n"
+    "Pushes N synthetic streamlines of 100 points (float16) through the tracts model,\n"
+    "exports them to a stored TRX and compares with dd on the same file system; runs 10 N\n"
+    "for the peak-RSS check. Default N = 200000 (--quick: 20000), P = 2 producer threads.\n"
+    "  --dir DIR   where to write (default: the current directory if writable, else /tmp)\n";
+
+/* ---- workload ---- */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    /* splitmix64: small, seeded, the same numbers on every machine. */
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(uint64_t *s)
+{
+    return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* TB_POOL random walks in a 180 mm box: each step 2 mm, the direction turning a little. */
+static float *make_pool(void)
+{
+    float *pool = malloc((size_t)TB_POOL * TB_POINTS * 3 * sizeof(float));
+    if (!pool)
+        return NULL;
+    uint64_t seed = 20240601;
+    for (size_t s = 0; s < TB_POOL; s++) {
+        float *p = pool + s * TB_POINTS * 3;
+        double x = rng_unit(&seed) * 120 - 60, y = rng_unit(&seed) * 140 - 80,
+               z = rng_unit(&seed) * 100 - 40;
+        double dx = rng_unit(&seed) - 0.5, dy = rng_unit(&seed) - 0.5, dz = rng_unit(&seed) - 0.5;
+        for (int i = 0; i < TB_POINTS; i++) {
+            double n = sqrt(dx * dx + dy * dy + dz * dz);
+            n = n > 0 ? n : 1;
+            dx /= n;
+            dy /= n;
+            dz /= n;
+            p[i * 3] = (float)x;
+            p[i * 3 + 1] = (float)y;
+            p[i * 3 + 2] = (float)z;
+            x += TB_STEP_MM * dx;
+            y += TB_STEP_MM * dy;
+            z += TB_STEP_MM * dz;
+            dx += 0.3 * (rng_unit(&seed) - 0.5);
+            dy += 0.3 * (rng_unit(&seed) - 0.5);
+            dz += 0.3 * (rng_unit(&seed) - 0.5);
+        }
+    }
+    return pool;
+}
+
+/* ---- runs ---- */
+
+typedef struct {
+    int status;
+    double push_s;  /* push phase */
+    double total_s; /* create to close + fsync (export: open to close + fsync) */
+    uint64_t bytes; /* file written */
+    char msg[512];
+} tb_result;
+
+typedef struct {
+    tb_result res;
+    long maxrss_kib;
+    int ran;
+} tb_sample;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+static int fsync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+typedef struct {
+    h5s_tracts *t;
+    const float *pool;
+    uint64_t first, n;
+    int rc;
+    char msg[256];
+} producer;
+
+static void *produce(void *arg)
+{
+    producer *p = arg;
+    for (uint64_t i = p->first; i < p->first + p->n; i++) {
+        const float *pts = p->pool + (size_t)(i % TB_POOL) * TB_POINTS * 3;
+        int rc = h5s_tracts_push(p->t, pts, TB_POINTS, NULL, NULL, NULL);
+        if (rc) {
+            p->rc = rc;
+            snprintf(p->msg, sizeof p->msg, "push of streamline %" PRIu64 ": %s", i,
+                     h5s_error_message());
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void run_ingest(const float *pool, uint64_t n, int producers, const char *path, tb_result *r)
+{
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+    fo.queue_bytes = TB_QUEUE_BYTES;
+    fo.encode_threads = 2;
+    h5s_tracts_options to = H5S_TRACTS_OPTIONS_INIT;
+    to.positions_dtype = H5S_FLOAT16;
+    double t0 = now_s();
+    h5s_file *f = NULL;
+    h5s_tracts *t = NULL;
+    int rc = h5s_file_create(&f, path, &fo);
+    if (rc == 0)
+        rc = h5s_tracts_create(&t, f, &to);
+    if (rc == 0)
+        rc = h5s_file_start_swmr(f);
+    if (rc) {
+        snprintf(r->msg, sizeof r->msg, "setup: %s", h5s_error_message());
+        r->status = -1;
+        h5s_file_close(f);
+        return;
+    }
+    producer pr[TB_MAX_PRODUCERS];
+    pthread_t th[TB_MAX_PRODUCERS];
+    memset(pr, 0, sizeof pr);
+    double tp = now_s();
+    for (int k = 0; k < producers; k++) {
+        pr[k].t = t;
+        pr[k].pool = pool;
+        pr[k].first = n * (uint64_t)k / (uint64_t)producers;
+        pr[k].n = n * (uint64_t)(k + 1) / (uint64_t)producers - pr[k].first;
+        if (producers == 1)
+            produce(&pr[k]);
+        else
+            pthread_create(&th[k], NULL, produce, &pr[k]);
+    }
+    for (int k = 0; k < producers && producers > 1; k++)
+        pthread_join(th[k], NULL);
+    r->push_s = now_s() - tp;
+    for (int k = 0; k < producers; k++)
+        if (pr[k].rc && r->status == 0) {
+            r->status = -1;
+            snprintf(r->msg, sizeof r->msg, "%s", pr[k].msg);
+        }
+    rc = h5s_file_close(f);
+    if (rc && r->status == 0) {
+        r->status = -1;
+        snprintf(r->msg, sizeof r->msg, "close: %s", h5s_error_message());
+    }
+    if (r->status == 0 && fsync_path(path) != 0) {
+        r->status = -1;
+        snprintf(r->msg, sizeof r->msg, "fsync: %s", strerror(errno));
+    }
+    r->total_s = now_s() - t0;
+    r->bytes = file_size(path);
+}
+
+static void run_export(const char *h5, const char *trx, tb_result *r)
+{
+    h5s_tracts_export_options o = H5S_TRACTS_EXPORT_OPTIONS_INIT;
+    const char *in[1] = {h5};
+    double t0 = now_s();
+    int rc = h5s_tracts_export(in, 1, trx, &o, NULL);
+    if (rc == 0 && fsync_path(trx) != 0)
+        rc = -1;
+    r->total_s = now_s() - t0;
+    r->bytes = file_size(trx);
+    if (rc) {
+        r->status = -1;
+        snprintf(r->msg, sizeof r->msg, "export: %s", h5s_error_message());
+    }
+}
+
+static void write_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+typedef enum { TB_INGEST, TB_EXPORT } tb_kind;
+
+static void run_child(tb_kind kind, const float *pool, uint64_t n, int producers, const char *h5,
+                      const char *trx, tb_sample *smp)
+{
+    int pfd[2];
+    memset(smp, 0, sizeof *smp);
+    if (pipe(pfd) != 0) {
+        smp->res.status = -1;
+        snprintf(smp->res.msg, sizeof smp->res.msg, "pipe: %s", strerror(errno));
+        return;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        tb_result r;
+        memset(&r, 0, sizeof r);
+        if (kind == TB_INGEST)
+            run_ingest(pool, n, producers, h5, &r);
+        else
+            run_export(h5, trx, &r);
+        write_all(pfd[1], &r, sizeof r);
+        close(pfd[1]);
+        _exit(r.status == 0 ? 0 : 1);
+    }
+    close(pfd[1]);
+    if (pid < 0) {
+        close(pfd[0]);
+        smp->res.status = -1;
+        snprintf(smp->res.msg, sizeof smp->res.msg, "fork: %s", strerror(errno));
+        return;
+    }
+    ssize_t got = 0;
+    while (got < (ssize_t)sizeof smp->res) {
+        ssize_t k = read(pfd[0], (char *)&smp->res + got, sizeof smp->res - (size_t)got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        got += k;
+    }
+    close(pfd[0]);
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    int status = 0;
+    while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
+        ;
+    smp->maxrss_kib = ru.ru_maxrss;
+    smp->ran = 1;
+    if (got != (ssize_t)sizeof smp->res) {
+        memset(&smp->res, 0, sizeof smp->res);
+        smp->res.status = -1;
+        snprintf(smp->res.msg, sizeof smp->res.msg, "the run died (wait status %d)", status);
+    }
+}
+
+/* dd if=/dev/zero of=DIR/dd.bin bs=1M count=MIB conv=fsync, timed from fork to exit. */
+static double run_dd(const char *dir, uint64_t mib)
+{
+    char of[1200], count[32];
+    snprintf(of, sizeof of, "of=%s/dd.bin", dir);
+    snprintf(count, sizeof count, "count=%" PRIu64, mib);
+    double t0 = now_s();
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) {
+            dup2(null, STDOUT_FILENO);
+            dup2(null, STDERR_FILENO);
+        }
+        execl("/bin/dd", "dd", "if=/dev/zero", of, "bs=1M", count, "conv=fsync", (char *)NULL);
+        _exit(127);
+    }
+    if (pid < 0)
+        return -1;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    double secs = now_s() - t0;
+    unlink(of + 3);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? secs : -1;
+}
+
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char p[1400];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static int verdict(const char *what, double value, const char *cmp, double target, const char *unit)
+{
+    int met = value > 0 && (cmp[0] == '>' ? value >= target : value <= target);
+    printf("%-50s %12.2f %s   target %s %.2f   %s\n", what, value, unit, cmp, target,
+           value > 0 ? (met ? "met" : "missed") : "n/a");
+    return met;
+}
+
+static void print_sample(const char *label, uint64_t n, const tb_sample *s, int ingest)
+{
+    if (!s->ran || s->res.status != 0) {
+        printf("%-28s FAILED: %s\n", label, s->res.msg);
+        return;
+    }
+    if (ingest)
+        printf("%-28s %9" PRIu64 " %10.3f %10.3f %12.0f %12.0f %9.1f %8.1f\n", label, n,
+               s->res.push_s, s->res.total_s, (double)n / s->res.push_s, (double)n / s->res.total_s,
+               (double)s->res.bytes / 1e6, (double)s->maxrss_kib / 1024.0);
+    else
+        printf("%-28s %9" PRIu64 " %10s %10.3f %12s %12.1f %9.1f %8.1f\n", label, n, "-",
+               s->res.total_s, "-", (double)s->res.bytes / 1e6 / s->res.total_s,
+               (double)s->res.bytes / 1e6, (double)s->maxrss_kib / 1024.0);
+}
+
+int cli_bench_tracts(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"dir", required_argument, NULL, 'd'},
+                                             {"streamlines", required_argument, NULL, 'n'},
+                                             {"producers", required_argument, NULL, 'p'},
+                                             {"quick", no_argument, NULL, 'q'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    const char *dir_opt = NULL;
+    uint64_t n = 0, v = 0;
+    int quick = 0, producers = 2, c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            dir_opt = optarg;
+            break;
+        case 'n':
+            if (cli_parse_u64(optarg, &n) != 0 || n == 0) {
+                cli_errorf("bench tracts: --streamlines: expected a whole number >= 1");
+                return CLI_EUSAGE;
+            }
+            break;
+        case 'p':
+            if (cli_parse_u64(optarg, &v) != 0 || v < 1 || v > TB_MAX_PRODUCERS) {
+                cli_errorf("bench tracts: --producers: expected 1 to %d", TB_MAX_PRODUCERS);
+                return CLI_EUSAGE;
+            }
+            producers = (int)v;
+            break;
+        case 'q':
+            quick = 1;
+            break;
+        case 'h':
+            fputs(bench_usage, stdout);
+            return CLI_OK;
+        default:
+            cli_errorf("bench tracts: bad option '%s'", argv[optind - 1]);
+            fputs(bench_usage, stderr);
+            return CLI_EUSAGE;
+        }
+    }
+    if (optind < argc) {
+        cli_errorf("bench tracts: unexpected argument '%s'", argv[optind]);
+        return CLI_EUSAGE;
+    }
+    if (n == 0)
+        n = quick ? TB_QUICK : TB_FULL;
+    char cwd[1024];
+    const char *base = dir_opt;
+    if (!base)
+        base = getcwd(cwd, sizeof cwd) && access(cwd, W_OK | X_OK) == 0 ? cwd : "/tmp";
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/h5stream-bench-tracts-XXXXXX", base);
+    if (!mkdtemp(dir)) {
+        cli_errorf("bench tracts: cannot create a folder in %s: %s", base, strerror(errno));
+        return CLI_EDATA;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    float *pool = make_pool();
+    if (!pool) {
+        cli_errorf("bench tracts: out of memory for the pool");
+        remove_dir(dir);
+        return CLI_EDATA;
+    }
+    char h5[1200], h5big[1200], trx[1200], trxbig[1200];
+    snprintf(h5, sizeof h5, "%s/n.h5", dir);
+    snprintf(h5big, sizeof h5big, "%s/10n.h5", dir);
+    snprintf(trx, sizeof trx, "%s/n.trx", dir);
+    snprintf(trxbig, sizeof trxbig, "%s/10n.trx", dir);
+    printf("h5stream bench tracts%s\n", quick ? " --quick (smoke run)" : "");
+    printf("workload: N = %" PRIu64 " streamlines x %d points (random walks, %.0f mm steps), "
+           "positions float16, pool of %d made before timing; %ld cores\n",
+           n, TB_POINTS, TB_STEP_MM, TB_POOL, sysconf(_SC_NPROCESSORS_ONLN));
+    printf("folder:   %s; every run in a forked child; times include close + fsync\n\n", dir);
+    fflush(stdout);
+
+    tb_sample ing1, ingp, exp1, ing10, exp10;
+    run_child(TB_INGEST, pool, n, 1, h5, NULL, &ing1);
+    unlink(h5);
+    run_child(TB_INGEST, pool, n, producers, h5, NULL, &ingp);
+    run_child(TB_EXPORT, pool, n, 0, h5, trx, &exp1);
+    uint64_t trx_bytes = exp1.res.bytes;
+    double dd_s = run_dd(dir, (trx_bytes + (1u << 20) - 1) >> 20);
+    double dd_rate =
+        dd_s > 0 ? (double)(((trx_bytes + (1u << 20) - 1) >> 20) << 20) / 1e6 / dd_s : 0;
+    unlink(trx);
+    unlink(h5);
+    run_child(TB_INGEST, pool, 10 * n, producers, h5big, NULL, &ing10);
+    run_child(TB_EXPORT, pool, 10 * n, 0, h5big, trxbig, &exp10);
+    remove_dir(dir);
+    free(pool);
+
+    char label[64];
+    printf("%-28s %9s %10s %10s %12s %12s %9s %8s\n", "run", "lines", "push s", "total s", "push/s",
+           "total/s|MB/s", "MB", "RSS MB");
+    print_sample("ingest, 1 producer", n, &ing1, 1);
+    snprintf(label, sizeof label, "ingest, %d producers", producers);
+    print_sample(label, n, &ingp, 1);
+    print_sample("export to TRX (stored)", n, &exp1, 0);
+    if (dd_s > 0)
+        printf("%-28s %9s %10s %10.3f %12s %12.1f %9.1f %8s\n", "dd conv=fsync (same bytes)", "-",
+               "-", dd_s, "-", dd_rate, dd_rate * dd_s, "-");
+    snprintf(label, sizeof label, "ingest 10 N, %d producers", producers);
+    print_sample(label, 10 * n, &ing10, 1);
+    print_sample("export 10 N to TRX", 10 * n, &exp10, 0);
+    printf("\n");
+    int ok = ing1.res.status == 0 && ingp.res.status == 0 && exp1.res.status == 0 &&
+             ing10.res.status == 0 && exp10.res.status == 0;
+    double best_push = 0;
+    if (ok) {
+        best_push = (double)n / ingp.res.push_s;
+        if ((double)n / ing1.res.push_s > best_push)
+            best_push = (double)n / ing1.res.push_s;
+    }
+    verdict("push rate (best of 1 and P producers)", ok ? best_push / 1e6 : 0, ">=", 1.0, "M/s");
+    verdict("end-to-end rate incl. close + fsync", ok ? (double)n / ingp.res.total_s / 1e6 : 0,
+            ">=", 0.0, "M/s");
+    double exp_rate = ok ? (double)exp1.res.bytes / 1e6 / exp1.res.total_s : 0;
+    verdict("export MB/s / dd MB/s", ok && dd_rate > 0 ? exp_rate / dd_rate : 0, ">=", 0.5, "x  ");
+    verdict("ingest peak RSS 10 N / N", ok ? (double)ing10.maxrss_kib / (double)ingp.maxrss_kib : 0,
+            "<=", 1.10, "x  ");
+    verdict("export peak RSS 10 N / N", ok ? (double)exp10.maxrss_kib / (double)exp1.maxrss_kib : 0,
+            "<=", 1.10, "x  ");
+    fflush(stdout);
+    return ok ? CLI_OK : CLI_EDATA;
+}
