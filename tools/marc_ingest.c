@@ -1,0 +1,651 @@
+/*
+ * marc_ingest.c - the ISO 2709 ingest pipeline (marc_ingest.h).
+ *
+ *   this thread: read() big blocks of each source into a batch buffer, cut records with
+ *                the formats/ scanner (spans map back into the buffer: no copy), hand the
+ *                batch to the parsers; the bytes of a record cut by the block end move to
+ *                the next batch;
+ *   parsers:     check each record (h5s_marc_check in the run's mode), fill its index row,
+ *                repair or convert into the batch's own arena (no per-record malloc);
+ *   committer:   whichever parser finishes the next batch in input order appends it to
+ *                the model in one call (contiguous accepted records: one big append).
+ * Memory is bounded by the number of batches in flight (2 per parser + 2).
+ */
+#include "marc_ingest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "h5s_marc_writer.h"
+
+#define BLOCK_BYTES ((size_t)4 << 20)
+#define MAX_THREADS 64
+
+typedef struct {
+    size_t off; /* in the batch buffer */
+    size_t len;
+    uint64_t ordinal;
+    uint32_t flags; /* H5S_MARC_SPAN_* */
+} span_rec;
+
+typedef struct batch {
+    struct batch *next; /* free list or work queue */
+    uint64_t seq;
+    uint32_t source;
+    uint64_t base; /* source offset of buf[0] */
+    unsigned char *buf;
+    size_t len, cap;
+    span_rec *spans;
+    size_t n, cap_spans;
+    h5s_marc_item *items; /* cap_spans */
+    size_t *alt_off;      /* per item: offset in altered, or SIZE_MAX */
+    uint32_t *rep_idx;    /* per item: index in reports, or UINT32_MAX */
+    h5s_marc_report *reports;
+    size_t nreports, cap_reports;
+    h5s_marc_buf altered; /* repaired / converted bytes */
+    size_t ncommit;       /* items to commit (all, or up to a strict stop) */
+    int stop;             /* strict: this batch holds the first bad record */
+    char stop_msg[1024];
+    int rc;
+    char err[512];
+} batch;
+
+typedef struct {
+    const marc_ingest_args *a;
+    h5s_marc_model *model;
+    const char *const *names; /* source names as stored */
+    pthread_mutex_t mu;
+    pthread_cond_t cv_free, cv_work;
+    batch *all;
+    size_t nbatches;
+    batch *free_list;
+    batch *work_head, *work_tail;
+    batch **ready; /* by seq % nbatches */
+    uint64_t next_commit;
+    int committing;
+    int quit;    /* parsers: no more work will come */
+    int stopped; /* strict stop or an error: commit nothing more, read nothing more */
+    int rc;
+    char err[1024];
+    int strict_stopped;
+    char stop_msg[1024];
+    uint64_t repaired, converted;
+} pipeline;
+
+typedef struct {
+    pipeline *p;
+    h5s_marc_buf repaired, scratch;
+    h5s_marc_charconv *cv;
+} parser;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void fail_locked(pipeline *p, int rc, const char *msg)
+{
+    if (!p->rc) {
+        p->rc = rc;
+        snprintf(p->err, sizeof p->err, "%s", msg);
+    }
+    p->stopped = 1;
+    pthread_cond_broadcast(&p->cv_free);
+}
+
+static int grow(void **ptr, size_t *cap, size_t want, size_t elem)
+{
+    if (*cap >= want)
+        return 0;
+    size_t n = *cap ? *cap : 1024;
+    while (n < want)
+        n *= 2;
+    void *q = realloc(*ptr, n * elem);
+    if (!q)
+        return -1;
+    *ptr = q;
+    *cap = n;
+    return 0;
+}
+
+/* Grows realloc'd array *p of elem-sized entries to cap entries. */
+static int resize(void **p, size_t cap, size_t elem)
+{
+    void *q = realloc(*p, cap * elem);
+    if (!q)
+        return -1;
+    *p = q;
+    return 0;
+}
+
+static int batch_reserve_spans(batch *b, size_t want)
+{
+    if (b->cap_spans >= want)
+        return 0;
+    size_t cap = b->cap_spans ? 2 * b->cap_spans : 4096;
+    while (cap < want)
+        cap *= 2;
+    if (resize((void **)&b->spans, cap, sizeof *b->spans) ||
+        resize((void **)&b->items, cap, sizeof *b->items) ||
+        resize((void **)&b->alt_off, cap, sizeof *b->alt_off) ||
+        resize((void **)&b->rep_idx, cap, sizeof *b->rep_idx))
+        return -1;
+    b->cap_spans = cap;
+    return 0;
+}
+
+static void batch_release(batch *b)
+{
+    free(b->buf);
+    free(b->spans);
+    free(b->items);
+    free(b->alt_off);
+    free(b->rep_idx);
+    free(b->reports);
+    h5s_marc_buf_free(&b->altered);
+}
+
+/* ---- parsers ---------------------------------------------------------------------- */
+
+static int keep_report(batch *b, size_t i, const h5s_marc_report *rep)
+{
+    if (b->nreports == b->cap_reports &&
+        grow((void **)&b->reports, &b->cap_reports, b->nreports + 1, sizeof *b->reports))
+        return -1;
+    b->reports[b->nreports] = *rep;
+    b->rep_idx[i] = (uint32_t)b->nreports++;
+    return 0;
+}
+
+static int keep_altered(batch *b, size_t i, const h5s_marc_buf *bytes)
+{
+    b->alt_off[i] = b->altered.len;
+    return h5s_marc_buf_append(&b->altered, bytes->data, bytes->len) ? -1 : 0;
+}
+
+/* Checks every record of b; returns 0 or -1 with b->err set. */
+static int parse_batch(parser *w, batch *b)
+{
+    pipeline *p = w->p;
+    const marc_ingest_args *a = p->a;
+    b->altered.len = 0;
+    b->nreports = 0;
+    b->ncommit = b->n;
+    b->stop = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        const span_rec *s = &b->spans[i];
+        const unsigned char *rec = b->buf + s->off;
+        h5s_marc_item *it = &b->items[i];
+        b->alt_off[i] = SIZE_MAX;
+        b->rep_idx[i] = UINT32_MAX;
+        h5s_marc_report rep;
+        int acc = h5s_marc_check(&rep, &w->repaired, rec, s->len, a->mode);
+        if (acc < 0) {
+            snprintf(b->err, sizeof b->err, "%s", h5s_error_message());
+            return -1;
+        }
+        it->data = rec;
+        it->len = s->len;
+        it->original = NULL;
+        it->original_len = 0;
+        it->rejected = !acc;
+        it->report = NULL;
+        const unsigned char *stored = rec;
+        size_t stored_len = s->len;
+        int converted = 0;
+        if (acc && w->repaired.len) {
+            if (keep_altered(b, i, &w->repaired))
+                goto oom;
+            stored = w->repaired.data;
+            stored_len = w->repaired.len;
+        }
+        if (acc && a->to_utf8 && stored_len > 9 && stored[9] == ' ') {
+            size_t bad = 0;
+            int rc = w->cv ? 0 : h5s_marc_charconv_open(&w->cv);
+            if (rc == 0)
+                rc = h5s_marc_charconv_record(w->cv, &w->scratch, stored, stored_len, &bad);
+            if (rc == 0) {
+                b->alt_off[i] = SIZE_MAX; /* the converted form replaces a repaired one */
+                if (keep_altered(b, i, &w->scratch))
+                    goto oom;
+                stored = w->scratch.data;
+                stored_len = w->scratch.len;
+                converted = 1;
+            } else if (rc != H5S_EFORMAT) {
+                snprintf(b->err, sizeof b->err, "%s", h5s_error_message());
+                return -1;
+            }
+        }
+        h5s_marc_model_index_row(&it->index, stored, stored_len, &rep, s->flags);
+        it->index.ordinal = s->ordinal;
+        it->index.source = b->source;
+        it->index.source_offset = b->base + s->off;
+        if (converted) {
+            it->index.flags |= H5S_MARC_IX_CONVERTED | H5S_MARC_IX_MARC8;
+            it->index.flags &= ~H5S_MARC_IX_UTF8;
+        }
+        if (b->alt_off[i] != SIZE_MAX) {
+            it->original = rec;
+            it->original_len = s->len;
+            it->len = stored_len;
+        }
+        if ((!acc || (rep.flags & H5S_MARC_F_REPAIRED)) && keep_report(b, i, &rep))
+            goto oom;
+        if (!acc && a->mode == H5S_MARC_STRICT) {
+            h5s_marc_report_format(b->stop_msg, sizeof b->stop_msg, &rep, p->names[b->source],
+                                   s->ordinal, b->base + s->off, rec, s->len);
+            b->stop = 1;
+            b->ncommit = i + 1;
+            break;
+        }
+    }
+    /* The arenas are final: turn offsets into pointers. */
+    for (size_t i = 0; i < b->ncommit; i++) {
+        if (b->alt_off[i] != SIZE_MAX)
+            b->items[i].data = b->altered.data + b->alt_off[i];
+        if (b->rep_idx[i] != UINT32_MAX)
+            b->items[i].report = &b->reports[b->rep_idx[i]];
+    }
+    return 0;
+oom:
+    snprintf(b->err, sizeof b->err, "out of memory for a batch of %zu records", b->n);
+    return -1;
+}
+
+/* Appends b to the model (committer only; in input order). */
+static int commit_batch(pipeline *p, batch *b, char *err, size_t errsize)
+{
+    int rc = h5s_marc_model_append(p->model, b->items, b->ncommit);
+    if (rc) {
+        snprintf(err, errsize, "%s", h5s_error_message());
+        return rc;
+    }
+    for (size_t i = 0; i < b->ncommit; i++) {
+        uint32_t f = b->items[i].index.flags;
+        if (b->items[i].rejected)
+            continue;
+        if (f & H5S_MARC_IX_REPAIRED)
+            p->repaired++;
+        if (f & H5S_MARC_IX_CONVERTED)
+            p->converted++;
+    }
+    return 0;
+}
+
+static void put_free_locked(pipeline *p, batch *b)
+{
+    b->next = p->free_list;
+    p->free_list = b;
+    pthread_cond_broadcast(&p->cv_free);
+}
+
+/* A parsed batch: commit it and every following one that is ready, in order. */
+static void finish_batch(pipeline *p, batch *b)
+{
+    pthread_mutex_lock(&p->mu);
+    p->ready[b->seq % p->nbatches] = b;
+    if (p->committing) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->committing = 1;
+    for (;;) {
+        batch *c = p->ready[p->next_commit % p->nbatches];
+        if (!c || c->seq != p->next_commit)
+            break;
+        p->ready[p->next_commit % p->nbatches] = NULL;
+        int skip = p->stopped;
+        pthread_mutex_unlock(&p->mu);
+        char err[1024] = "";
+        int rc = 0;
+        if (!skip && c->rc)
+            rc = c->rc;
+        else if (!skip)
+            rc = commit_batch(p, c, err, sizeof err);
+        pthread_mutex_lock(&p->mu);
+        if (!skip && c->rc)
+            fail_locked(p, c->rc, c->err);
+        else if (!skip && rc)
+            fail_locked(p, rc, err);
+        else if (!skip && c->stop) {
+            p->strict_stopped = 1;
+            snprintf(p->stop_msg, sizeof p->stop_msg, "%s", c->stop_msg);
+            p->stopped = 1;
+        }
+        p->next_commit++;
+        put_free_locked(p, c);
+    }
+    p->committing = 0;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void *parser_main(void *arg)
+{
+    parser *w = arg;
+    pipeline *p = w->p;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->work_head && !p->quit)
+            pthread_cond_wait(&p->cv_work, &p->mu);
+        batch *b = p->work_head;
+        if (!b) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        p->work_head = b->next;
+        if (!p->work_head)
+            p->work_tail = NULL;
+        int skip = p->stopped;
+        pthread_mutex_unlock(&p->mu);
+        b->rc = 0;
+        if (!skip && parse_batch(w, b) != 0)
+            b->rc = H5S_ENOMEM;
+        finish_batch(p, b);
+    }
+    return NULL;
+}
+
+/* ---- reader (this thread) --------------------------------------------------------- */
+
+static batch *get_free(pipeline *p)
+{
+    pthread_mutex_lock(&p->mu);
+    while (!p->free_list && !p->stopped)
+        pthread_cond_wait(&p->cv_free, &p->mu);
+    batch *b = p->stopped ? NULL : p->free_list;
+    if (b)
+        p->free_list = b->next;
+    pthread_mutex_unlock(&p->mu);
+    if (b) {
+        b->len = 0;
+        b->n = 0;
+        b->rc = 0;
+    }
+    return b;
+}
+
+static void submit(pipeline *p, batch *b, uint64_t *seq)
+{
+    b->seq = (*seq)++;
+    b->next = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (p->work_tail)
+        p->work_tail->next = b;
+    else
+        p->work_head = b;
+    p->work_tail = b;
+    pthread_cond_signal(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static int is_stopped(pipeline *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int s = p->stopped;
+    pthread_mutex_unlock(&p->mu);
+    return s || (p->a->stop && *p->a->stop);
+}
+
+static void fail(pipeline *p, int rc, const char *fmt, const char *name, const char *why)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, fmt, name, why);
+    pthread_mutex_lock(&p->mu);
+    fail_locked(p, rc, msg);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Reads one source to its end (or a stop). */
+static void read_source(pipeline *p, uint32_t sid, uint64_t *seq, uint64_t *ordinal,
+                        uint64_t *bytes_in)
+{
+    const char *path = p->a->sources[sid];
+    const char *name = p->names[sid];
+    int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY);
+    if (fd < 0) {
+        fail(p, H5S_EIO, "%s: %s", name, strerror(errno));
+        return;
+    }
+#ifdef POSIX_FADV_SEQUENTIAL
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+    h5s_marc_scanner *sc = NULL;
+    if (h5s_marc_scanner_create(&sc, 0) != 0) {
+        fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory for the scanner");
+        if (fd != STDIN_FILENO)
+            close(fd);
+        return;
+    }
+    batch *b = get_free(p);
+    if (b) {
+        b->source = sid;
+        b->base = 0;
+    }
+    int eof = 0;
+    while (b && !eof) {
+        if (is_stopped(p))
+            break;
+        if (grow((void **)&b->buf, &b->cap, b->len + BLOCK_BYTES, 1)) {
+            fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory for a read block");
+            break;
+        }
+        /* Fill the block (pipes return less per call). */
+        size_t got = 0;
+        while (got < BLOCK_BYTES) {
+            ssize_t n = read(fd, b->buf + b->len + got, BLOCK_BYTES - got);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                fail(p, H5S_EIO, "%s: read failed: %s", name, strerror(errno));
+                eof = -1;
+                break;
+            }
+            if (n == 0) {
+                eof = 1;
+                break;
+            }
+            got += (size_t)n;
+            if (fd == STDIN_FILENO)
+                break; /* a live pipe: cut what has come */
+        }
+        if (eof < 0)
+            break;
+        *bytes_in += got;
+        if (got && h5s_marc_scanner_feed(sc, b->buf + b->len, got) != 0) {
+            fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory in the scanner");
+            break;
+        }
+        b->len += got;
+        if (eof)
+            h5s_marc_scanner_finish(sc);
+        h5s_marc_span sp;
+        int rc;
+        while ((rc = h5s_marc_scanner_next(sc, &sp)) == 1) {
+            if (b->n == b->cap_spans && batch_reserve_spans(b, b->n + 1)) {
+                fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory for record spans");
+                rc = -100;
+                break;
+            }
+            span_rec *s = &b->spans[b->n++];
+            s->off = (size_t)(sp.offset - b->base);
+            s->len = sp.len;
+            s->flags = sp.flags;
+            s->ordinal = (*ordinal)++;
+        }
+        if (rc == -100)
+            break;
+        if (b->n == 0)
+            continue; /* nothing whole yet: read more into the same buffer */
+        /* Bytes after the last record (a record cut by the block end) start the next. */
+        size_t tail_at = (size_t)(h5s_marc_scanner_offset(sc) - b->base);
+        size_t tail = b->len - tail_at;
+        batch *nb = eof ? NULL : get_free(p);
+        if (nb) {
+            nb->source = sid;
+            nb->base = b->base + tail_at;
+            if (grow((void **)&nb->buf, &nb->cap, tail + BLOCK_BYTES, 1)) {
+                fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory for a read block");
+                pthread_mutex_lock(&p->mu);
+                put_free_locked(p, nb);
+                pthread_mutex_unlock(&p->mu);
+                nb = NULL;
+            } else {
+                memcpy(nb->buf, b->buf + tail_at, tail);
+                nb->len = tail;
+            }
+        }
+        submit(p, b, seq);
+        b = nb;
+    }
+    if (b) {
+        if (b->n && !is_stopped(p)) {
+            submit(p, b, seq);
+        } else {
+            pthread_mutex_lock(&p->mu);
+            put_free_locked(p, b);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+    h5s_marc_scanner_free(sc);
+    if (fd != STDIN_FILENO)
+        close(fd);
+}
+
+/* ---- the run ---------------------------------------------------------------------- */
+
+static int open_model(const marc_ingest_args *a, h5s_file **file, h5s_marc_model **model,
+                      const char *const *names, char *err, size_t errsize)
+{
+    h5s_file_options fo = a->file;
+    int rc = h5s_file_create(file, a->output, &fo);
+    h5s_marc_model_options mo = H5S_MARC_MODEL_OPTIONS_INIT;
+    mo.codec = a->codec;
+    mo.mode = a->mode;
+    if (rc == 0)
+        rc = h5s_marc_model_create(model, *file, names, a->nsources, &mo);
+    if (rc == 0)
+        rc = h5s_file_start_swmr(*file);
+    if (rc)
+        snprintf(err, errsize, "%s", h5s_error_message());
+    return rc;
+}
+
+int marc_ingest_run(const marc_ingest_args *a, marc_ingest_result *out)
+{
+    memset(out, 0, sizeof *out);
+    double t0 = now_s();
+    const char **names = calloc(a->nsources ? a->nsources : 1, sizeof *names);
+    if (!names) {
+        snprintf(out->error, sizeof out->error, "out of memory");
+        return H5S_ENOMEM;
+    }
+    for (size_t i = 0; i < a->nsources; i++)
+        names[i] = strcmp(a->sources[i], "-") == 0 ? "<stdin>" : a->sources[i];
+
+    h5s_file *file = NULL;
+    h5s_marc_model *model = NULL;
+    int rc = open_model(a, &file, &model, names, out->error, sizeof out->error);
+    if (rc) {
+        h5s_file_close(file);
+        h5s_marc_model_free(model);
+        free(names);
+        return rc;
+    }
+
+    int nthreads = a->threads;
+    if (nthreads <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        nthreads = cores > 0 ? (int)cores : 1;
+    }
+    if (nthreads > MAX_THREADS)
+        nthreads = MAX_THREADS;
+    pipeline p;
+    memset(&p, 0, sizeof p);
+    p.a = a;
+    p.model = model;
+    p.names = names;
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv_free, NULL);
+    pthread_cond_init(&p.cv_work, NULL);
+    p.nbatches = (size_t)nthreads * 2 + 2;
+    p.all = calloc(p.nbatches, sizeof *p.all);
+    p.ready = calloc(p.nbatches, sizeof *p.ready);
+    parser *ws = calloc((size_t)nthreads, sizeof *ws);
+    pthread_t th[MAX_THREADS];
+    int started = 0;
+    if (!p.all || !p.ready || !ws) {
+        rc = H5S_ENOMEM;
+        snprintf(out->error, sizeof out->error, "out of memory");
+    } else {
+        for (size_t i = 0; i < p.nbatches; i++)
+            put_free_locked(&p, &p.all[i]);
+        for (; started < nthreads; started++) {
+            ws[started].p = &p;
+            if (pthread_create(&th[started], NULL, parser_main, &ws[started]) != 0)
+                break;
+        }
+        if (!started) {
+            rc = H5S_ENOMEM;
+            snprintf(out->error, sizeof out->error, "cannot start the parser threads");
+        }
+    }
+    uint64_t seq = 0, ordinal = 0;
+    for (size_t i = 0; rc == 0 && i < a->nsources && !is_stopped(&p); i++)
+        read_source(&p, (uint32_t)i, &seq, &ordinal, &out->bytes_in);
+    pthread_mutex_lock(&p.mu);
+    p.quit = 1;
+    pthread_cond_broadcast(&p.cv_work);
+    pthread_mutex_unlock(&p.mu);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    if (rc == 0 && p.rc) {
+        rc = p.rc;
+        snprintf(out->error, sizeof out->error, "%s", p.err);
+    }
+    /* The control index covers what was committed, also after a strict stop or an error
+     * (then the file says "failed" or is missing records, and readers scan instead). */
+    int frc = h5s_marc_model_finish(model);
+    if (frc && rc == 0) {
+        rc = frc;
+        snprintf(out->error, sizeof out->error, "%s", h5s_error_message());
+    }
+    int crc = h5s_file_close(file);
+    if (crc && rc == 0) {
+        rc = crc;
+        snprintf(out->error, sizeof out->error, "%s", h5s_error_message());
+    }
+    h5s_marc_model_stats st;
+    h5s_marc_model_stats_get(model, &st);
+    out->accepted = st.accepted;
+    out->rejected = st.rejected;
+    out->read = ordinal;
+    out->repaired = p.repaired;
+    out->converted = p.converted;
+    out->strict_stopped = p.strict_stopped;
+    snprintf(out->stop_message, sizeof out->stop_message, "%s", p.stop_msg);
+    out->seconds = now_s() - t0;
+    h5s_marc_model_free(model);
+    for (int i = 0; ws && i < nthreads; i++) {
+        h5s_marc_buf_free(&ws[i].repaired);
+        h5s_marc_buf_free(&ws[i].scratch);
+        h5s_marc_charconv_free(ws[i].cv);
+    }
+    free(ws);
+    for (size_t i = 0; p.all && i < p.nbatches; i++)
+        batch_release(&p.all[i]);
+    free(p.all);
+    free(p.ready);
+    pthread_cond_destroy(&p.cv_free);
+    pthread_cond_destroy(&p.cv_work);
+    pthread_mutex_destroy(&p.mu);
+    free(names);
+    return rc;
+}
