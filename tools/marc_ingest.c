@@ -1,10 +1,10 @@
 /*
  * marc_ingest.c - the ISO 2709 ingest pipeline (marc_ingest.h).
  *
- *   this thread: read() big blocks of each source into a batch buffer, cut records with
- *                the formats/ scanner (spans map back into the buffer: no copy), hand the
- *                batch to the parsers; the bytes of a record cut by the block end move to
- *                the next batch;
+ *   this thread: maps (regular files) or read()s (pipes) big blocks of each source into a
+ *                batch, cuts its records (see cut_records: the formats/ scanner decides
+ *                every unusual case) and hands the batch to the parsers; the bytes of a
+ *                record cut by the block end start the next batch;
  *   parsers:     check each record (h5s_marc_check in the run's mode), fill its index row,
  *                repair or convert into the batch's own arena (no per-record malloc);
  *   committer:   whichever parser finishes the next batch in input order appends it to
@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,9 +40,13 @@ typedef struct batch {
     struct batch *next; /* free list or work queue */
     uint64_t seq;
     uint32_t source;
-    uint64_t base; /* source offset of buf[0] */
-    unsigned char *buf;
-    size_t len, cap;
+    uint64_t base;      /* source offset of buf[0] */
+    unsigned char *buf; /* len bytes: into own, or into map */
+    size_t len;
+    unsigned char *own; /* read() buffer */
+    size_t own_cap;
+    void *map; /* mmap window of a regular file */
+    size_t maplen;
     span_rec *spans;
     size_t n, cap_spans;
     h5s_marc_item *items; /* cap_spans */
@@ -142,9 +148,18 @@ static int batch_reserve_spans(batch *b, size_t want)
     return 0;
 }
 
+static void batch_unmap(batch *b)
+{
+    if (b->map)
+        munmap(b->map, b->maplen);
+    b->map = NULL;
+    b->maplen = 0;
+}
+
 static void batch_release(batch *b)
 {
-    free(b->buf);
+    batch_unmap(b);
+    free(b->own);
     free(b->spans);
     free(b->items);
     free(b->alt_off);
@@ -282,6 +297,7 @@ static int commit_batch(pipeline *p, batch *b, char *err, size_t errsize)
 
 static void put_free_locked(pipeline *p, batch *b)
 {
+    batch_unmap(b);
     b->next = p->free_list;
     p->free_list = b;
     pthread_cond_broadcast(&p->cv_free);
@@ -403,6 +419,250 @@ static void fail(pipeline *p, int rc, const char *fmt, const char *name, const c
     pthread_mutex_unlock(&p->mu);
 }
 
+/*
+ * Cutting records. The well-formed case is decided here, without copying: after any
+ * newlines, a record whose leader/00-04 is 5 digits >= 25 and whose byte at that length is
+ * 0x1D is cut at that length, which is what the formats/ scanner does for it (its first
+ * rule). Everything else (a lying or missing length, a missing 0x1D, truncation, junk) is
+ * handed to a fresh formats/ scanner fed from that record's first byte in small pieces, so
+ * its rules decide the cut; then the fast path goes on after that record. The scanner copies
+ * what it is fed, so only the unusual records cost a copy.
+ */
+#define SLOW_PIECE ((size_t)64 << 10)
+#define SCAN_MAX_RECORD ((size_t)16 << 20) /* the scanner's default max_record */
+
+typedef struct {
+    uint64_t pos; /* source offset of the next byte not yet cut */
+} cutter;
+
+static size_t leader_length(const unsigned char *p)
+{
+    size_t v = 0;
+    for (int i = 0; i < 5; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+        v = v * 10 + (size_t)(p[i] - '0');
+    }
+    return v;
+}
+
+static int add_span(pipeline *p, batch *b, size_t off, size_t len, uint32_t flags,
+                    uint64_t *ordinal)
+{
+    if (b->n == b->cap_spans && batch_reserve_spans(b, b->n + 1)) {
+        fail(p, H5S_ENOMEM, "%s: %s", p->names[b->source], "out of memory for record spans");
+        return -1;
+    }
+    span_rec *r = &b->spans[b->n++];
+    r->off = off;
+    r->len = len;
+    r->flags = flags;
+    r->ordinal = (*ordinal)++;
+    return 0;
+}
+
+/*
+ * The scanner's cut of the record at b->buf[at] (nothing before it is fed). Returns 1 with
+ * *len and *flags set, 0 when more input is needed, -1 on failure.
+ */
+static int slow_cut(pipeline *p, batch *b, size_t at, int eof, size_t *len, uint32_t *flags)
+{
+    h5s_marc_scanner *sc = NULL;
+    if (h5s_marc_scanner_create(&sc, SCAN_MAX_RECORD) != 0) {
+        fail(p, H5S_ENOMEM, "%s: %s", p->names[b->source], "out of memory for the scanner");
+        return -1;
+    }
+    size_t fed = at;
+    int rc = 0;
+    /* The first piece reaches 5 bytes past the leader's length, as a whole-stream feed
+     * would, so the scanner's missing-0x1D rule (it peeks at the next leader) can apply. */
+    size_t first = SLOW_PIECE;
+    if (b->len - at >= 5 && leader_length(b->buf + at) + 5 > first)
+        first = leader_length(b->buf + at) + 5;
+    for (;;) {
+        h5s_marc_span sp;
+        int r = h5s_marc_scanner_next(sc, &sp);
+        if (r == 1) {
+            *len = sp.len;
+            *flags = sp.flags;
+            rc = 1;
+            break;
+        }
+        if (r != H5S_EAGAIN)
+            break; /* 0: nothing left (cannot happen: at < len) */
+        if (fed == b->len) {
+            if (!eof)
+                break; /* needs bytes of the next read */
+            h5s_marc_scanner_finish(sc);
+            continue;
+        }
+        size_t piece = fed == at ? first : SLOW_PIECE;
+        size_t n = b->len - fed < piece ? b->len - fed : piece;
+        if (h5s_marc_scanner_feed(sc, b->buf + fed, n) != 0) {
+            fail(p, H5S_ENOMEM, "%s: %s", p->names[b->source], "out of memory in the scanner");
+            rc = -1;
+            break;
+        }
+        fed += n;
+    }
+    h5s_marc_scanner_free(sc);
+    return rc;
+}
+
+/* Cuts every whole record of b from c->pos on. 0, or -1 (failed, set). */
+static int cut_records(pipeline *p, cutter *c, batch *b, int eof, uint64_t *ordinal)
+{
+    const unsigned char *buf = b->buf;
+    size_t at = (size_t)(c->pos - b->base), len = b->len;
+    for (;;) {
+        while (at < len && (buf[at] == '\n' || buf[at] == '\r'))
+            at++;
+        if (at == len)
+            break;
+        size_t avail = len - at;
+        if (avail < 5 && !eof)
+            break;
+        size_t want = avail >= 5 ? leader_length(buf + at) : 0;
+        if (want > H5S_MARC_LEADER_LEN) {
+            if (want <= avail && buf[at + want - 1] == H5S_MARC_RT) {
+                if (add_span(p, b, at, want, 0, ordinal) != 0)
+                    return -1;
+                at += want;
+                continue;
+            }
+            if (want > avail && !eof && want <= SCAN_MAX_RECORD)
+                break;
+        }
+        size_t rlen = 0;
+        uint32_t flags = 0;
+        int r = slow_cut(p, b, at, eof, &rlen, &flags);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        if (add_span(p, b, at, rlen, flags, ordinal) != 0)
+            return -1;
+        at += rlen;
+    }
+    c->pos = b->base + at;
+    return 0;
+}
+
+static void give_back(pipeline *p, batch *b)
+{
+    pthread_mutex_lock(&p->mu);
+    put_free_locked(p, b);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* A new batch that starts at source offset base (the previous batch's unfinished tail). */
+static batch *next_batch(pipeline *p, uint32_t sid, uint64_t base)
+{
+    batch *nb = get_free(p);
+    if (nb) {
+        nb->source = sid;
+        nb->base = base;
+        nb->buf = nb->own;
+        nb->len = 0;
+    }
+    return nb;
+}
+
+/*
+ * A regular file: each batch is an mmap window of the file (no copy; the window of the next
+ * batch starts at the page holding the previous batch's unfinished tail). The scanner gets
+ * each byte once, as it is mapped. A source truncated by someone else while it is being
+ * read would fault (SIGBUS): files being ingested must not shrink.
+ */
+static void read_mapped(pipeline *p, uint32_t sid, int fd, uint64_t size, uint64_t *seq,
+                        uint64_t *ordinal, uint64_t *bytes_in)
+{
+    const char *name = p->names[sid];
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t pos = 0; /* bytes mapped so far */
+    cutter c = {0};
+    batch *b = next_batch(p, sid, 0);
+    while (b && !is_stopped(p)) {
+        uint64_t end = size - pos > BLOCK_BYTES ? pos + BLOCK_BYTES : size;
+        uint64_t ws = b->base - b->base % page;
+        void *m = mmap(NULL, (size_t)(end - ws), PROT_READ, MAP_PRIVATE, fd, (off_t)ws);
+        if (m == MAP_FAILED) {
+            fail(p, H5S_EIO, "%s: cannot map the file: %s", name, strerror(errno));
+            break;
+        }
+        batch_unmap(b);
+        b->map = m;
+        b->maplen = (size_t)(end - ws);
+        b->buf = (unsigned char *)m + (b->base - ws);
+        b->len = (size_t)(end - b->base);
+        *bytes_in += end - pos;
+        pos = end;
+        int eof = pos == size;
+        if (cut_records(p, &c, b, eof, ordinal) != 0)
+            break;
+        if (b->n == 0) {
+            if (eof)
+                break;
+            continue; /* a record longer than the window: map a bigger one */
+        }
+        batch *nb = eof ? NULL : next_batch(p, sid, c.pos);
+        submit(p, b, seq);
+        b = nb;
+    }
+    if (b)
+        give_back(p, b);
+}
+
+/* A pipe or terminal: read() into each batch's own buffer. */
+static void read_stream(pipeline *p, uint32_t sid, int fd, uint64_t *seq, uint64_t *ordinal,
+                        uint64_t *bytes_in)
+{
+    const char *name = p->names[sid];
+    cutter c = {0};
+    batch *b = next_batch(p, sid, 0);
+    int eof = 0;
+    while (b && !eof && !is_stopped(p)) {
+        if (grow((void **)&b->own, &b->own_cap, b->len + BLOCK_BYTES, 1)) {
+            fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory for a read block");
+            break;
+        }
+        b->buf = b->own;
+        /* What has come so far: a live pipe's records go on as they arrive. */
+        ssize_t n;
+        do
+            n = read(fd, b->buf + b->len, BLOCK_BYTES);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            fail(p, H5S_EIO, "%s: read failed: %s", name, strerror(errno));
+            break;
+        }
+        eof = n == 0;
+        *bytes_in += (uint64_t)n;
+        b->len += (size_t)n;
+        if (cut_records(p, &c, b, eof, ordinal) != 0)
+            break;
+        if (b->n == 0)
+            continue;
+        /* Bytes after the last record (a record cut by the block end) start the next. */
+        size_t tail_at = (size_t)(c.pos - b->base);
+        size_t tail = b->len - tail_at;
+        batch *nb = eof ? NULL : next_batch(p, sid, b->base + tail_at);
+        if (nb && grow((void **)&nb->own, &nb->own_cap, tail + BLOCK_BYTES, 1)) {
+            fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory for a read block");
+            give_back(p, nb);
+            nb = NULL;
+        } else if (nb) {
+            nb->buf = nb->own;
+            memcpy(nb->buf, b->buf + tail_at, tail);
+            nb->len = tail;
+        }
+        submit(p, b, seq);
+        b = nb;
+    }
+    if (b)
+        give_back(p, b);
+}
+
 /* Reads one source to its end (or a stop). */
 static void read_source(pipeline *p, uint32_t sid, uint64_t *seq, uint64_t *ordinal,
                         uint64_t *bytes_in)
@@ -414,107 +674,13 @@ static void read_source(pipeline *p, uint32_t sid, uint64_t *seq, uint64_t *ordi
         fail(p, H5S_EIO, "%s: %s", name, strerror(errno));
         return;
     }
-#ifdef POSIX_FADV_SEQUENTIAL
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-#endif
-    h5s_marc_scanner *sc = NULL;
-    if (h5s_marc_scanner_create(&sc, 0) != 0) {
-        fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory for the scanner");
-        if (fd != STDIN_FILENO)
-            close(fd);
-        return;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        read_mapped(p, sid, fd, (uint64_t)st.st_size, seq, ordinal, bytes_in);
+    } else {
+        read_stream(p, sid, fd, seq, ordinal, bytes_in);
     }
-    batch *b = get_free(p);
-    if (b) {
-        b->source = sid;
-        b->base = 0;
-    }
-    int eof = 0;
-    while (b && !eof) {
-        if (is_stopped(p))
-            break;
-        if (grow((void **)&b->buf, &b->cap, b->len + BLOCK_BYTES, 1)) {
-            fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory for a read block");
-            break;
-        }
-        /* Fill the block (pipes return less per call). */
-        size_t got = 0;
-        while (got < BLOCK_BYTES) {
-            ssize_t n = read(fd, b->buf + b->len + got, BLOCK_BYTES - got);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0) {
-                fail(p, H5S_EIO, "%s: read failed: %s", name, strerror(errno));
-                eof = -1;
-                break;
-            }
-            if (n == 0) {
-                eof = 1;
-                break;
-            }
-            got += (size_t)n;
-            if (fd == STDIN_FILENO)
-                break; /* a live pipe: cut what has come */
-        }
-        if (eof < 0)
-            break;
-        *bytes_in += got;
-        if (got && h5s_marc_scanner_feed(sc, b->buf + b->len, got) != 0) {
-            fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory in the scanner");
-            break;
-        }
-        b->len += got;
-        if (eof)
-            h5s_marc_scanner_finish(sc);
-        h5s_marc_span sp;
-        int rc;
-        while ((rc = h5s_marc_scanner_next(sc, &sp)) == 1) {
-            if (b->n == b->cap_spans && batch_reserve_spans(b, b->n + 1)) {
-                fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory for record spans");
-                rc = -100;
-                break;
-            }
-            span_rec *s = &b->spans[b->n++];
-            s->off = (size_t)(sp.offset - b->base);
-            s->len = sp.len;
-            s->flags = sp.flags;
-            s->ordinal = (*ordinal)++;
-        }
-        if (rc == -100)
-            break;
-        if (b->n == 0)
-            continue; /* nothing whole yet: read more into the same buffer */
-        /* Bytes after the last record (a record cut by the block end) start the next. */
-        size_t tail_at = (size_t)(h5s_marc_scanner_offset(sc) - b->base);
-        size_t tail = b->len - tail_at;
-        batch *nb = eof ? NULL : get_free(p);
-        if (nb) {
-            nb->source = sid;
-            nb->base = b->base + tail_at;
-            if (grow((void **)&nb->buf, &nb->cap, tail + BLOCK_BYTES, 1)) {
-                fail(p, H5S_ENOMEM, "%s: %s", name, "out of memory for a read block");
-                pthread_mutex_lock(&p->mu);
-                put_free_locked(p, nb);
-                pthread_mutex_unlock(&p->mu);
-                nb = NULL;
-            } else {
-                memcpy(nb->buf, b->buf + tail_at, tail);
-                nb->len = tail;
-            }
-        }
-        submit(p, b, seq);
-        b = nb;
-    }
-    if (b) {
-        if (b->n && !is_stopped(p)) {
-            submit(p, b, seq);
-        } else {
-            pthread_mutex_lock(&p->mu);
-            put_free_locked(p, b);
-            pthread_mutex_unlock(&p->mu);
-        }
-    }
-    h5s_marc_scanner_free(sc);
     if (fd != STDIN_FILENO)
         close(fd);
 }
