@@ -16,7 +16,7 @@
 #include "h5s_error.h"
 #include "h5s_tracts_reader.h"
 
-#define EXPORT_BLOCK_DEFAULT ((size_t)8 << 20)
+#define EXPORT_BLOCK_DEFAULT ((size_t)1 << 20)
 /* Streamlines per batch of TCK/TRK exports. */
 #define EXPORT_BATCH 4096
 

@@ -22,8 +22,8 @@
 #define TR_PATH_MAX 512
 #define TR_GROUP_PATH_MAX 256 /* "/tracts/dpg/" and a name of H5S_TRACT_NAME_MAX */
 /* Chunk cache of every dataset: a positions chunk is about 512 KiB; blocks read across two
- * chunks then find the first one cached. */
-#define TR_CHUNK_CACHE_BYTES ((size_t)16 << 20)
+ * chunks then find the first one cached, and many fields do not add up to much. */
+#define TR_CHUNK_CACHE_BYTES ((size_t)2 << 20)
 #define TR_CHUNK_CACHE_SLOTS 1009
 
 typedef struct {

@@ -177,7 +177,7 @@ typedef struct {
     h5s_trx_mode trx_mode;   /* TRX only: zip stored (default), zip deflate, folder clean or
                                 persistent */
     int deflate_level;       /* TRX deflate: 1-9, 0 = libzip's default */
-    size_t block_bytes;      /* bytes read from HDF5 per block; 0 = 8 MiB */
+    size_t block_bytes;      /* bytes read from HDF5 per block; 0 = 1 MiB */
 } h5s_tracts_export_options;
 
 #define H5S_TRACTS_EXPORT_OPTIONS_INIT                                                             \

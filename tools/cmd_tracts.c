@@ -764,7 +764,7 @@ static const char export_usage[] =
     "      --compression C           trx: stored (default) | deflate[:LEVEL]\n"
     "      --persistent              trx-dir: write into an existing folder, keeping\n"
     "                                what else it holds (default: replace the folder)\n"
-    "      --block-mb M              bytes read from HDF5 per block (default 8)\n"
+    "      --block-mb M              bytes read from HDF5 per block (default 1)\n"
     "  -q, --quiet                   no summary on stdout\n"
     "  -h, --help                    this help\n";
 
