@@ -314,8 +314,10 @@ static int plan_add(ingest_plan *p, const h5s_tract_header *h, const char *src, 
             cli_errorf("%s: more than %d dps or dpv fields", src, H5S_TRACTS_MAX_FIELDS);
             return CLI_EDATA;
         }
-        memcpy(p->dps, h->dps, h->n_dps * sizeof *h->dps);
-        memcpy(p->dpv, h->dpv, h->n_dpv * sizeof *h->dpv);
+        if (h->n_dps)
+            memcpy(p->dps, h->dps, h->n_dps * sizeof *h->dps);
+        if (h->n_dpv)
+            memcpy(p->dpv, h->dpv, h->n_dpv * sizeof *h->dpv);
         p->h.dps = p->dps;
         p->h.dpv = p->dpv;
         p->h.groups = NULL;
@@ -391,7 +393,6 @@ static int plan_add(ingest_plan *p, const h5s_tract_header *h, const char *src, 
         p->dpg[i].values = NULL;
         p->dpg[i].raw = malloc(bytes ? bytes : 1);
         if (!p->dpg[i].raw) {
-            p->n_dpg -= i == p->n_dpg - 1 ? 0 : 0;
             cli_errorf("out of memory");
             return CLI_EDATA;
         }
