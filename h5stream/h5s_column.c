@@ -73,6 +73,8 @@ struct h5s_group {
     int pending;
     uint64_t mark_items, mark_rows;
     atomic_uint_fast64_t committed;
+    size_t held;        /* marker chunks held for the next commit */
+    atomic_int cut_due; /* set by the writer when they pass held_cap: producers cut */
 };
 
 /* ---- declaration phase ------------------------------------------------------------ */
@@ -561,6 +563,10 @@ int h5s_group_item_done(h5s_group *g, uint64_t nitems)
         return h5s_error_set(H5S_EINVAL, "h5s_group_item_done: NULL argument");
     uint64_t items = atomic_fetch_add(&g->items, nitems) + nitems;
     const h5s_file_options *o = &g->file->opts;
+    if (atomic_load_explicit(&g->cut_due, memory_order_relaxed)) {
+        atomic_store(&g->cut_due, 0);
+        return h5s_group_cut(g, 1);
+    }
     if (o->flush_every && items - g->cut_items >= o->flush_every)
         return h5s_group_cut(g, 1);
     if (o->flush_ms && h5s_mono_now() - g->last_cut >= o->flush_ms / 1000.0)
@@ -572,7 +578,8 @@ int h5s_group_needs_cut(h5s_group *g, double now, double interval)
 {
     /* cut_items and last_cut are read without the lock: a stale value only moves the cut
      * to the writer's next wake-up. */
-    return atomic_load(&g->items) != g->cut_items && now - g->last_cut >= interval;
+    return atomic_load(&g->items) != g->cut_items &&
+           (now - g->last_cut >= interval || atomic_load(&g->cut_due));
 }
 
 void h5s_group_try_cut(h5s_group *g)
@@ -706,11 +713,21 @@ static int store_chunk(h5s_column *c, const h5s_job *j)
     return 0;
 }
 
+/* Marker chunks may be held up to this many bytes before the writer asks producers to cut
+ * early: the held chunks are outside the queue budget (holding them must never make a
+ * producer wait, or the cut that frees them would never come), so this bounds them. */
+static size_t held_cap(const h5s_column *c)
+{
+    size_t cap = c->group->file->opts.queue_bytes / 16;
+    return cap > 4 * c->chunk_bytes ? cap : 4 * c->chunk_bytes;
+}
+
 int h5s_column_write(h5s_job *j)
 {
     h5s_column *c = j->column;
     if (c->marker) {
         /* Held for the commit; a newer copy of the same chunk replaces an older one. */
+        h5s_group *g = c->group;
         h5s_held **p = &c->held;
         while (*p && (*p)->job->row0 != j->row0)
             p = &(*p)->next;
@@ -721,10 +738,13 @@ int h5s_column_write(h5s_job *j)
         }
         h5s_held *h = malloc(sizeof *h);
         if (!h)
-            return h5s_error_set(H5S_ENOMEM, "%s: out of memory", c->group->file->path);
+            return h5s_error_set(H5S_ENOMEM, "%s: out of memory", g->file->path);
         h->job = j;
         h->next = NULL;
         *p = h;
+        g->held += c->chunk_bytes;
+        if (g->held > held_cap(c))
+            atomic_store(&g->cut_due, 1);
         return 1; /* kept: the caller must not free the job */
     }
     int rc = extend_to(c, j->row0 + j->nrows);
@@ -778,6 +798,7 @@ int h5s_group_commit_marker(h5s_group *g)
             *p = h->next;
             h5s_job_free(h->job);
             free(h);
+            g->held -= m->chunk_bytes;
         }
     }
     if (rc == 0 && H5Dflush(m->dset) < 0)

@@ -287,6 +287,49 @@ static void test_column__live_reader_never_sees_torn_items(void **state)
     check_file(path, ITEMS_PER_THREAD);
 }
 
+/* With no flush policy at all, the marker chunks the writer holds for the next commit are
+ * still bounded: past the cap the writer asks producers to cut, so commits happen. */
+static void test_column__held_marker_chunks_force_cuts(void **state)
+{
+    (void)state;
+    char path[1200];
+    tmp_path(path, sizeof path, "held.h5");
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+    fo.queue_bytes = (size_t)2 << 20;
+    fo.flush_every = 0;
+    fo.flush_ms = 0;
+    h5s_file *f;
+    assert_int_equal(h5s_file_create(&f, path, &fo), 0);
+    h5s_group *g;
+    assert_int_equal(h5s_group_create(&g, f, "/g"), 0);
+    h5s_column_options o = H5S_COLUMN_OPTIONS_INIT;
+    o.type = H5T_STD_U64LE;
+    o.marker = 1;
+    o.chunk_rows = 1024; /* 8 KiB chunks: the cap is 2 MiB / 16 = 128 KiB, 16 chunks */
+    h5s_column *c;
+    assert_int_equal(h5s_column_create(&c, g, "/g/index", &o), 0);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+    for (uint64_t i = 0; i < 200000; i++) {
+        h5s_group_lock(g);
+        assert_int_equal(h5s_column_append(c, &i, 1), 0);
+        assert_int_equal(h5s_group_item_done(g, 1), 0);
+        h5s_group_unlock(g);
+    }
+    h5s_file_stats st;
+    assert_int_equal(h5s_file_stats_get(f, &st), 0);
+    /* 200,000 rows are 195 chunks: a commit at least every 17 of them. */
+    assert_true(st.commits >= 5);
+    assert_true(h5s_group_committed(g) > 0);
+    assert_int_equal(h5s_file_close(f), 0);
+    hid_t rf = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_int_equal(extent_of(rf, "/g/index"), 200000);
+    uint64_t *v = read_all(rf, "/g/index", H5T_NATIVE_UINT64, 200000 * 8);
+    for (uint64_t i = 0; i < 200000; i++)
+        assert_int_equal(v[i], i);
+    free(v);
+    H5Fclose(rf);
+}
+
 static int write_attr_call(hid_t fid, void *payload)
 {
     hid_t d = H5Dopen2(fid, "/fixed", H5P_DEFAULT);
@@ -367,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_column__threads_blosc_default_chunks),
         cmocka_unit_test(test_column__live_reader_never_sees_torn_items),
         cmocka_unit_test(test_column__call_runs_on_writer_and_misuse_errors),
+        cmocka_unit_test(test_column__held_marker_chunks_force_cuts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
