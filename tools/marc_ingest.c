@@ -792,7 +792,8 @@ int marc_ingest_run(const marc_ingest_args *a, marc_ingest_result *out)
     h5s_marc_model_stats_get(model, &st);
     out->accepted = st.accepted;
     out->rejected = st.rejected;
-    out->read = ordinal;
+    /* After a strict stop the records cut past the bad one were never handled. */
+    out->read = p.strict_stopped ? st.accepted + st.rejected : ordinal;
     out->repaired = p.repaired;
     out->converted = p.converted;
     out->strict_stopped = p.strict_stopped;
