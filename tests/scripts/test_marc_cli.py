@@ -449,6 +449,39 @@ def test_live_tail(checks, p, work):
                      (i for i, (a, b) in enumerate(zip(lines, want)) if a != b), None))
 
 
+def test_killed_writer(checks, p, work):
+    """kill -9 while a pipe feeds the writer: the committed records are a prefix of the
+    input, readable before and after `h5stream recover`."""
+    with open(p.shared_data + "/marc/MMA_Pubs_records_2021_07.mrc", "rb") as f:
+        src = f.read()
+    out = os.path.join(work, "killed.h5")
+    ingest = subprocess.Popen([p.bin, "ingest", "marc", "-", "-o", out, "--flush-ms", "30",
+                               "-q"], stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        for k in range(0, len(src) // 2, 256 << 10):
+            ingest.stdin.write(src[k:k + (256 << 10)])
+            ingest.stdin.flush()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        ingest.kill()
+        ingest.wait(timeout=60)
+    finally:
+        lib.stop_process(ingest)
+    exported = os.path.join(work, "killed.mrc")
+    for when in ("before recover", "after recover"):
+        r = run([p.bin, "export", out, "--to", "iso2709", "-o", exported])
+        with open(exported, "rb") as f:
+            got = f.read()
+        checks.check("killed writer, %s: the committed records are a prefix of the input" % when,
+                     r.returncode == 0 and 0 < len(got) <= len(src) and src.startswith(got),
+                     "%d of %d bytes, exit %d %s" % (len(got), len(src), r.returncode,
+                                                      text_of(r.stderr)))
+        if when == "before recover":
+            r = run([p.bin, "recover", out])
+            checks.equal("h5stream recover on the killed marc file exits 0", r.returncode, 0,
+                         text_of(r.stderr))
+
+
 def test_sources_utf8_export_usage(checks, p, work):
     data = p.shared_data + "/marc"
     srcs = [data + "/camel.usmarc", data + "/test.dat", data + "/brkrtest.mrc"]
@@ -524,6 +557,7 @@ def main(checks, p):
     test_clean_roundtrip_and_yaz(checks, p, work)
     test_control_index(checks, p, work)
     test_live_tail(checks, p, work)
+    test_killed_writer(checks, p, work)
     test_sources_utf8_export_usage(checks, p, work)
 
 
