@@ -54,10 +54,12 @@ static const char ingest_usage[] =
     "offset, ordinal and 001 on stderr; the records before it are kept), 2 usage error.\n";
 
 static volatile int stop_flag = 0;
+static volatile sig_atomic_t stop_signal = 0;
 
 static void on_signal(int sig)
 {
     stop_flag = 1;
+    stop_signal = sig;
     signal(sig, SIG_DFL); /* a second one kills at once */
 }
 
@@ -269,8 +271,13 @@ int cli_ingest_marc(int argc, char **argv)
     /* Encoders only matter with compression; parsers take the cores otherwise. */
     a.file.encode_threads = a.codec.kind == H5S_CODEC_NONE ? 1 : 0;
     a.stop = &stop_flag;
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    /* No SA_RESTART: a read() waiting on a quiet pipe returns, and the reader stops. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     marc_ingest_result res;
     int rc = marc_ingest_run(&a, &res);
@@ -278,6 +285,12 @@ int cli_ingest_marc(int argc, char **argv)
     signal(SIGTERM, SIG_DFL);
     if (rc) {
         cli_errorf("ingest marc: %s: %s", h5s_strerror(rc), res.error);
+        status = CLI_EDATA;
+    } else if (stop_flag) {
+        cli_errorf("ingest marc: interrupted by %s: %llu records accepted and %llu rejected are "
+                   "committed in %s (file closed)",
+                   stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", (unsigned long long)res.accepted,
+                   (unsigned long long)res.rejected, a.output);
         status = CLI_EDATA;
     } else if (res.strict_stopped) {
         cli_errorf("ingest marc: strict mode stopped at the first bad record: %s; the %llu "

@@ -631,7 +631,9 @@ static void read_stream(pipeline *p, uint32_t sid, int fd, uint64_t *seq, uint64
         ssize_t n;
         do
             n = read(fd, b->buf + b->len, BLOCK_BYTES);
-        while (n < 0 && errno == EINTR);
+        while (n < 0 && errno == EINTR && !is_stopped(p));
+        if (n < 0 && errno == EINTR)
+            break; /* a signal asked to stop: what was cut so far is committed */
         if (n < 0) {
             fail(p, H5S_EIO, "%s: read failed: %s", name, strerror(errno));
             break;
