@@ -519,6 +519,16 @@ def test_sources_utf8_export_usage(checks, p, work):
     checks.check("converted records: MARCXML as yaz-marcdump -f marc8 -t utf8 (but for the "
                  "record length, which we recompute)", ours == theirs,
                  "%d vs %d records" % (len(ours), len(theirs)))
+    # Converting at export time gives the same bytes as converting at ingest.
+    plain = os.path.join(work, "plain.h5")
+    run([p.bin, "ingest", "marc", srcs[2], "-o", plain, "-q"])
+    conv_export = os.path.join(work, "conv.mrc")
+    r = run([p.bin, "export", plain, "--to", "iso2709", "--to-utf8", "-o", conv_export])
+    with open(conv_export, "rb") as f:
+        converted = f.read()
+    checks.check("export --to iso2709 --to-utf8 equals ingest --to-utf8's records",
+                 r.returncode == 0 and converted == b"".join(recs[20:28]),
+                 "%d vs %d bytes" % (len(converted), len(b"".join(recs[20:28]))))
     # Usage errors.
     for args, what in (([], "no source and no -o"),
                        ([srcs[0]], "no -o"),
