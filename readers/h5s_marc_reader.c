@@ -548,16 +548,7 @@ static int read_into(h5s_marc_reader *r, uint64_t first, uint64_t max_n, size_t 
         n = max_n;
     memset(&b->batch, 0, sizeof b->batch);
     b->batch.first = first;
-    if (n == 0) {
-        if (grow((void **)&b->offs, &b->rows_cap, 1, sizeof *b->offs) != 0)
-            return h5s_error_set(H5S_ENOMEM, "%s: out of memory", r->path);
-        b->offs[0] = 0;
-        b->batch.offsets = b->offs;
-        b->batch.bytes = b->bytes;
-        b->batch.index = b->rows;
-        return 0;
-    }
-    /* offs and rows share rows_cap: grow both to n + 1. */
+    /* offs and rows share rows_cap: both hold at least n + 1 entries. */
     if (b->rows_cap < n + 1) {
         size_t cap = b->rows_cap, cap2 = b->rows_cap;
         if (grow((void **)&b->offs, &cap, n + 1, sizeof *b->offs) != 0 ||
@@ -565,6 +556,13 @@ static int read_into(h5s_marc_reader *r, uint64_t first, uint64_t max_n, size_t 
             return h5s_error_set(H5S_ENOMEM, "%s: out of memory for %llu records", r->path,
                                  (unsigned long long)n);
         b->rows_cap = cap < cap2 ? cap : cap2;
+    }
+    if (n == 0) {
+        b->offs[0] = 0;
+        b->batch.offsets = b->offs;
+        b->batch.bytes = b->bytes;
+        b->batch.index = b->rows;
+        return 0;
     }
     if (read_rows(r->offsets, H5T_NATIVE_UINT64, first, n + 1, b->offs) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s/offsets: cannot read rows %llu..%llu", r->path,

@@ -372,6 +372,9 @@ static void test_marc_model__live_reader(void **state)
     h5s_marc_reader *r = open_reader(path, 0);
     assert_int_equal(h5s_marc_reader_count(r), 0);
     assert_int_equal(h5s_marc_reader_writer_state(r), H5S_WRITER_WRITING);
+    h5s_marc_batch b; /* an empty batch first: the buffers must still grow later */
+    assert_int_equal(h5s_marc_reader_read_batch(r, 0, 10, 1 << 20, &b), 0);
+    assert_int_equal(b.n, 0);
 
     h5s_marc_item items[100];
     h5s_marc_report reps[100];
@@ -386,6 +389,10 @@ static void test_marc_model__live_reader(void **state)
     assert_int_equal(h5s_file_flush(w.file), 0);
     assert_int_equal(h5s_marc_reader_wait(r, 0, 5000, &n), 0);
     assert_int_equal(n, 40);
+    assert_int_equal(h5s_marc_reader_read_batch(r, 0, 100, 1 << 20, &b), 0);
+    assert_int_equal(b.n, 40);
+    assert_memory_equal(b.bytes, c.bytes, (size_t)b.offsets[40]);
+    assert_int_equal(b.index[39].ordinal, 39);
     char ctl[64];
     h5s_marc_control_number(ctl, sizeof ctl, c.bytes + c.off[33], c.len[33]);
     uint64_t row;
