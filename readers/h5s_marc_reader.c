@@ -474,8 +474,9 @@ int h5s_marc_reader_open(h5s_marc_reader **out, const char *path,
         snprintf(reason, sizeof reason, "%s", h5s_error_message());
         int64_t elapsed = now_ms() - start;
         if (opts->open_timeout_ms >= 0 && elapsed >= opts->open_timeout_ms) {
-            if (opts->open_timeout_ms > 0 || rc != H5S_ENOTFOUND)
-                rc = rc == H5S_ENOTFOUND ? H5S_ENOTFOUND : H5S_ETIMEDOUT;
+            /* A missing /marc in an openable file keeps its own code. */
+            if (rc != H5S_ENOTFOUND)
+                rc = H5S_ETIMEDOUT;
             h5s_error_set(rc, "%s (after %lld ms)", reason, (long long)elapsed);
             break;
         }
