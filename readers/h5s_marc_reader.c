@@ -16,6 +16,7 @@
 
 #include "h5s_codec.h"
 #include "h5s_error.h"
+#include "h5s_rdutil.h"
 #include "h5s_format.h"
 
 #define MARC_PATH_MAX 256
@@ -67,42 +68,17 @@ struct h5s_marc_reader {
     int used_index;
 };
 
-/* ---- small helpers ---------------------------------------------------------------- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    if (ms <= 0)
-        return;
-    struct timespec req = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&req, &req) != 0 && errno == EINTR)
-        ;
-}
-
-static void close_id(hid_t *id, herr_t (*closer)(hid_t))
-{
-    if (*id >= 0)
-        closer(*id);
-    *id = H5I_INVALID_HID;
-}
-
 static void close_handles(h5s_marc_reader *r)
 {
-    close_id(&r->control, H5Dclose);
-    close_id(&r->originals, H5Dclose);
-    close_id(&r->repairs, H5Dclose);
-    close_id(&r->errors, H5Dclose);
-    close_id(&r->status, H5Dclose);
-    close_id(&r->records, H5Dclose);
-    close_id(&r->offsets, H5Dclose);
-    close_id(&r->index, H5Dclose);
-    close_id(&r->file, H5Fclose);
+    h5s_rd_close(&r->control, H5Dclose);
+    h5s_rd_close(&r->originals, H5Dclose);
+    h5s_rd_close(&r->repairs, H5Dclose);
+    h5s_rd_close(&r->errors, H5Dclose);
+    h5s_rd_close(&r->status, H5Dclose);
+    h5s_rd_close(&r->records, H5Dclose);
+    h5s_rd_close(&r->offsets, H5Dclose);
+    h5s_rd_close(&r->index, H5Dclose);
+    h5s_rd_close(&r->file, H5Fclose);
 }
 
 static void free_sources(h5s_marc_reader *r)
@@ -122,61 +98,6 @@ static void batch_free(batch_buf *b)
     memset(b, 0, sizeof *b);
 }
 
-static int extent0(hid_t dset, uint64_t *out)
-{
-    hid_t space = H5Dget_space(dset);
-    if (space < 0)
-        return -1;
-    hsize_t dims[H5S_MAX_RANK];
-    int rank = H5Sget_simple_extent_dims(space, dims, NULL);
-    H5Sclose(space);
-    if (rank != 1)
-        return -1;
-    *out = dims[0];
-    return 0;
-}
-
-/* Reads rows [first, first + n) of a 1-D dataset with memtype into buf. */
-static herr_t read_rows(hid_t dset, hid_t memtype, uint64_t first, uint64_t n, void *buf)
-{
-    if (n == 0)
-        return 0;
-    hid_t fs = H5Dget_space(dset);
-    if (fs < 0)
-        return -1;
-    hsize_t start = first, cnt = n;
-    herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &cnt, NULL);
-    hid_t ms = H5Screate_simple(1, &cnt, NULL);
-    if (st >= 0 && ms >= 0)
-        st = H5Dread(dset, memtype, ms, fs, H5P_DEFAULT, buf);
-    else
-        st = -1;
-    if (ms >= 0)
-        H5Sclose(ms);
-    H5Sclose(fs);
-    return st;
-}
-
-static int link_path_exists(hid_t file, const char *path)
-{
-    char buf[MARC_PATH_MAX];
-    size_t len = strlen(path);
-    if (len >= sizeof buf)
-        return -1;
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        htri_t e = H5Lexists(file, buf, H5P_DEFAULT);
-        buf[i] = saved;
-        if (e <= 0)
-            return e < 0 ? -1 : 0;
-    }
-    return 1;
-}
-
 static hid_t open_dset(hid_t file, const char *path, size_t cache)
 {
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
@@ -189,7 +110,7 @@ static hid_t open_dset(hid_t file, const char *path, size_t cache)
 
 static int open_optional(hid_t file, const char *path, hid_t *out)
 {
-    int e = link_path_exists(file, path);
+    int e = h5s_rd_path_exists(file, path);
     if (e <= 0)
         return e;
     *out = open_dset(file, path, MARC_DEFAULT_CACHE);
@@ -254,12 +175,12 @@ static int do_refresh(h5s_marc_reader *r)
     uint64_t n, noff;
     if ((rc = refresh_one(r, r->index, H5S_MARC_INDEX)) != 0)
         return rc;
-    if (extent0(r->index, &n) < 0)
+    if (h5s_rd_extent0(r->index, &n) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s/index: cannot get extent", r->path, r->group);
     if ((rc = refresh_one(r, r->offsets, H5S_MARC_OFFSETS)) != 0 ||
         (rc = refresh_one(r, r->records, H5S_MARC_RECORDS)) != 0)
         return rc;
-    if (extent0(r->offsets, &noff) < 0)
+    if (h5s_rd_extent0(r->offsets, &noff) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s/offsets: cannot get extent", r->path, r->group);
     /* A record counts only when its end offset is there too. */
     if (noff == 0)
@@ -295,7 +216,7 @@ int h5s_marc_reader_wait(h5s_marc_reader *r, uint64_t known, int timeout_ms, uin
 {
     if (!r)
         return h5s_error_set(H5S_EINVAL, "h5s_marc_reader_wait: NULL reader");
-    int64_t start = now_ms();
+    int64_t start = h5s_rd_now_ms();
     for (;;) {
         int rc = do_refresh(r);
         if (out_count)
@@ -304,13 +225,13 @@ int h5s_marc_reader_wait(h5s_marc_reader *r, uint64_t known, int timeout_ms, uin
             return rc;
         if (r->count > known || r->state == H5S_WRITER_CLOSED || r->state == H5S_WRITER_FAILED)
             return 0;
-        int64_t elapsed = now_ms() - start;
+        int64_t elapsed = h5s_rd_now_ms() - start;
         if (timeout_ms >= 0 && elapsed >= timeout_ms)
             return h5s_error_set(H5S_ETIMEDOUT, "%s: no new record in %d ms", r->path, timeout_ms);
         int64_t wait = r->poll_ms;
         if (timeout_ms >= 0 && wait > timeout_ms - elapsed)
             wait = timeout_ms - elapsed;
-        sleep_ms(wait);
+        h5s_rd_sleep_ms(wait);
     }
 }
 
@@ -329,7 +250,7 @@ static int read_sources(h5s_marc_reader *r)
     if (ftype >= 0)
         H5Tclose(ftype);
     int rc = 0;
-    if (extent0(d, &n) < 0 || width == 0 || width > 65536 || n > 1000000)
+    if (h5s_rd_extent0(d, &n) < 0 || width == 0 || width > 65536 || n > 1000000)
         rc = h5s_error_set(H5S_EFORMAT, "%s: %s is not a table of file names", r->path,
                            H5S_MARC_SOURCES_PATH);
     char *buf = rc == 0 && n ? calloc((size_t)n, width) : NULL;
@@ -402,7 +323,7 @@ static int try_open(h5s_marc_reader *r, hid_t fapl)
     }
     char p[MARC_PATH_MAX];
     member_path(p, r, H5S_MARC_INDEX);
-    int e = link_path_exists(r->file, p);
+    int e = h5s_rd_path_exists(r->file, p);
     if (e <= 0)
         return e < 0 ? h5s_error_set_h5(H5S_EIO, "%s: cannot look up %s", r->path, p)
                      : h5s_error_set(H5S_ENOTFOUND, "%s: no %s (not a marc file?)", r->path, p);
@@ -459,7 +380,7 @@ int h5s_marc_reader_open(h5s_marc_reader **out, const char *path,
         h5s_marc_reader_close(r);
         return h5s_error_set(H5S_ENOMEM, "%s: cannot set up the reader", path);
     }
-    int64_t start = now_ms();
+    int64_t start = h5s_rd_now_ms();
     int rc;
     char reason[1024];
     for (;;) {
@@ -472,7 +393,7 @@ int h5s_marc_reader_open(h5s_marc_reader **out, const char *path,
         if (rc != H5S_EAGAIN && rc != H5S_ENOTFOUND)
             break;
         snprintf(reason, sizeof reason, "%s", h5s_error_message());
-        int64_t elapsed = now_ms() - start;
+        int64_t elapsed = h5s_rd_now_ms() - start;
         if (opts->open_timeout_ms >= 0 && elapsed >= opts->open_timeout_ms) {
             /* A missing /marc in an openable file keeps its own code. */
             if (rc != H5S_ENOTFOUND)
@@ -483,7 +404,7 @@ int h5s_marc_reader_open(h5s_marc_reader **out, const char *path,
         int64_t wait = r->poll_ms;
         if (opts->open_timeout_ms >= 0 && wait > opts->open_timeout_ms - elapsed)
             wait = opts->open_timeout_ms - elapsed;
-        sleep_ms(wait);
+        h5s_rd_sleep_ms(wait);
     }
     H5Pclose(fapl);
     if (rc) {
@@ -565,7 +486,7 @@ static int read_into(h5s_marc_reader *r, uint64_t first, uint64_t max_n, size_t 
         b->batch.index = b->rows;
         return 0;
     }
-    if (read_rows(r->offsets, H5T_NATIVE_UINT64, first, n + 1, b->offs) < 0)
+    if (h5s_rd_read_rows(r->offsets, H5T_NATIVE_UINT64, first, n + 1, b->offs) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s/offsets: cannot read rows %llu..%llu", r->path,
                                 r->group, (unsigned long long)first,
                                 (unsigned long long)(first + n));
@@ -581,7 +502,7 @@ static int read_into(h5s_marc_reader *r, uint64_t first, uint64_t max_n, size_t 
     n = k;
     uint64_t nbytes = b->offs[n] - base;
     uint64_t have;
-    if (extent0(r->records, &have) < 0 || b->offs[n] > have)
+    if (h5s_rd_extent0(r->records, &have) < 0 || b->offs[n] > have)
         return h5s_error_set(H5S_EFORMAT, "%s: %s/offsets point past the records (%llu > %llu)",
                              r->path, r->group, (unsigned long long)b->offs[n],
                              (unsigned long long)have);
@@ -589,13 +510,13 @@ static int read_into(h5s_marc_reader *r, uint64_t first, uint64_t max_n, size_t 
         return h5s_error_set(H5S_ENOMEM, "%s: out of memory for %llu bytes", r->path,
                              (unsigned long long)nbytes);
     hid_t itype = h5s_marc_index_type();
-    herr_t st = read_rows(r->index, itype, first, n, b->rows);
+    herr_t st = h5s_rd_read_rows(r->index, itype, first, n, b->rows);
     H5Tclose(itype);
     if (st < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s/index: cannot read rows %llu..%llu", r->path,
                                 r->group, (unsigned long long)first,
                                 (unsigned long long)(first + n - 1));
-    if (read_rows(r->records, H5T_NATIVE_UCHAR, base, nbytes, b->bytes) < 0)
+    if (h5s_rd_read_rows(r->records, H5T_NATIVE_UCHAR, base, nbytes, b->bytes) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s/records: cannot read records %llu..%llu", r->path,
                                 r->group, (unsigned long long)first,
                                 (unsigned long long)(first + n - 1));
@@ -670,7 +591,7 @@ static herr_t read_member(h5s_marc_reader *r, hid_t dset, const char *name, size
 {
     hid_t t = H5Tcreate(H5T_COMPOUND, size);
     H5Tinsert(t, name, 0, mtype);
-    herr_t st = read_rows(dset, t, first, n, buf);
+    herr_t st = h5s_rd_read_rows(dset, t, first, n, buf);
     H5Tclose(t);
     (void)r;
     return st;
@@ -732,11 +653,11 @@ static int64_t control_index_rows(h5s_marc_reader *r)
         return -1;
     }
     uint64_t n;
-    if (extent0(r->control, &n) < 0 || n == 0)
+    if (h5s_rd_extent0(r->control, &n) < 0 || n == 0)
         return -1;
     h5s_marc_control_row last;
     hid_t t = h5s_marc_control_type();
-    herr_t st = read_rows(r->control, t, n - 1, 1, &last);
+    herr_t st = h5s_rd_read_rows(r->control, t, n - 1, 1, &last);
     H5Tclose(t);
     if (st < 0 || last.hash != H5S_MARC_CONTROL_SENTINEL || last.row != r->count) {
         H5Eclear2(H5E_DEFAULT);
@@ -754,7 +675,7 @@ static int find_in_index(h5s_marc_reader *r, uint64_t n, uint64_t hash, const ch
     while (lo < hi && rc == 0) {
         uint64_t mid = lo + (hi - lo) / 2;
         h5s_marc_control_row row;
-        if (read_rows(r->control, t, mid, 1, &row) < 0)
+        if (h5s_rd_read_rows(r->control, t, mid, 1, &row) < 0)
             rc = h5s_error_set_h5(H5S_EIO, "%s: %s: cannot read row %llu", r->path,
                                   H5S_MARC_CONTROL_INDEX_PATH, (unsigned long long)mid);
         else if (row.hash < hash)
@@ -765,7 +686,7 @@ static int find_in_index(h5s_marc_reader *r, uint64_t n, uint64_t hash, const ch
     /* Rows of equal hash are in row order: the first whose control matches wins. */
     for (uint64_t i = lo; rc == 0 && i < n; i++) {
         h5s_marc_control_row row;
-        if (read_rows(r->control, t, i, 1, &row) < 0) {
+        if (h5s_rd_read_rows(r->control, t, i, 1, &row) < 0) {
             rc = h5s_error_set_h5(H5S_EIO, "%s: %s: cannot read row %llu", r->path,
                                   H5S_MARC_CONTROL_INDEX_PATH, (unsigned long long)i);
             break;
@@ -931,7 +852,7 @@ int h5s_marc_reader_error(h5s_marc_reader *r, uint64_t row, h5s_marc_error_row *
     if (refresh_one(r, r->errors, "errors") != 0)
         return H5S_EIO;
     hid_t t = h5s_marc_error_type();
-    herr_t st = read_rows(r->errors, t, row, 1, out);
+    herr_t st = h5s_rd_read_rows(r->errors, t, row, 1, out);
     H5Tclose(t);
     if (st < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot read row %llu", r->path,
@@ -948,7 +869,7 @@ int h5s_marc_reader_repair(h5s_marc_reader *r, uint64_t row, h5s_marc_repair_row
         refresh_one(r, r->originals, "originals") != 0)
         return H5S_EIO;
     uint64_t n;
-    if (extent0(r->repairs, &n) < 0)
+    if (h5s_rd_extent0(r->repairs, &n) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: cannot read %s", r->path, H5S_MARC_REPAIRS_PATH);
     hid_t t = h5s_marc_repair_type();
     uint64_t lo = 0, hi = n;
@@ -964,7 +885,7 @@ int h5s_marc_reader_repair(h5s_marc_reader *r, uint64_t row, h5s_marc_repair_row
         else
             hi = mid;
     }
-    if (rc == 0 && lo < n && read_rows(r->repairs, t, lo, 1, out) < 0)
+    if (rc == 0 && lo < n && h5s_rd_read_rows(r->repairs, t, lo, 1, out) < 0)
         rc = h5s_error_set_h5(H5S_EIO, "%s: cannot read %s", r->path, H5S_MARC_REPAIRS_PATH);
     H5Tclose(t);
     if (rc)
@@ -974,14 +895,15 @@ int h5s_marc_reader_repair(h5s_marc_reader *r, uint64_t row, h5s_marc_repair_row
                              (unsigned long long)row);
     if (original) {
         uint64_t have;
-        if (extent0(r->originals, &have) < 0 || out->original_offset + out->original_length > have)
+        if (h5s_rd_extent0(r->originals, &have) < 0 ||
+            out->original_offset + out->original_length > have)
             return h5s_error_set(H5S_EFORMAT, "%s: %s row %llu points past %s", r->path,
                                  H5S_MARC_REPAIRS_PATH, (unsigned long long)lo,
                                  H5S_MARC_ORIGINALS_PATH);
         if (grow((void **)&r->orig, &r->orig_cap, (size_t)out->original_length + 1, 1) != 0)
             return h5s_error_set(H5S_ENOMEM, "%s: out of memory", r->path);
-        if (read_rows(r->originals, H5T_NATIVE_UCHAR, out->original_offset, out->original_length,
-                      r->orig) < 0)
+        if (h5s_rd_read_rows(r->originals, H5T_NATIVE_UCHAR, out->original_offset,
+                             out->original_length, r->orig) < 0)
             return h5s_error_set_h5(H5S_EIO, "%s: cannot read %s", r->path,
                                     H5S_MARC_ORIGINALS_PATH);
         *original = r->orig;

@@ -15,6 +15,7 @@
 
 #include "h5s_codec.h"
 #include "h5s_error.h"
+#include "h5s_rdutil.h"
 #include "h5s_format.h"
 
 #define READER_PATH_MAX 1024
@@ -42,58 +43,13 @@ struct h5s_reader {
     h5s_writer_state state;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    if (ms <= 0)
-        return;
-    struct timespec req = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&req, &req) != 0 && errno == EINTR)
-        ;
-}
-
-static void close_id(hid_t *id, herr_t (*closer)(hid_t))
-{
-    if (*id >= 0)
-        closer(*id);
-    *id = H5I_INVALID_HID;
-}
-
 static void close_handles(h5s_reader *r)
 {
-    close_id(&r->status, H5Dclose);
-    close_id(&r->timestamp, H5Dclose);
-    close_id(&r->frame_id, H5Dclose);
-    close_id(&r->data, H5Dclose);
-    close_id(&r->file, H5Fclose);
-}
-
-/* 1 if every link along path exists, 0 if one is missing, -1 on an HDF5 error.
- * H5Lexists on "/a/b" fails rather than returning 0 when "/a" is missing, so walk it. */
-static int link_path_exists(hid_t file, const char *path)
-{
-    char buf[READER_PATH_MAX];
-    size_t len = strlen(path);
-    if (len >= sizeof buf)
-        return -1;
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        htri_t e = H5Lexists(file, buf, H5P_DEFAULT);
-        buf[i] = saved;
-        if (e <= 0)
-            return e < 0 ? -1 : 0;
-    }
-    return 1;
+    h5s_rd_close(&r->status, H5Dclose);
+    h5s_rd_close(&r->timestamp, H5Dclose);
+    h5s_rd_close(&r->frame_id, H5Dclose);
+    h5s_rd_close(&r->data, H5Dclose);
+    h5s_rd_close(&r->file, H5Fclose);
 }
 
 /* Extent along the first axis; -1 on an HDF5 error. */
@@ -114,7 +70,7 @@ static int extent0(hid_t dset, uint64_t *out)
 /* Opens an optional per-frame dataset; *out stays invalid when it is absent. */
 static int open_optional(hid_t file, const char *path, hid_t *out)
 {
-    int e = link_path_exists(file, path);
+    int e = h5s_rd_path_exists(file, path);
     if (e < 0)
         return -1;
     if (e == 0)
@@ -149,7 +105,7 @@ static herr_t collect_alias(hid_t group, const char *name, const H5L_info_t *inf
  */
 static int find_sidecars(h5s_reader *r)
 {
-    int e = link_path_exists(r->file, r->fid_path);
+    int e = h5s_rd_path_exists(r->file, r->fid_path);
     if (e != 0)
         return e;
     H5O_info_t info;
@@ -166,7 +122,7 @@ static int find_sidecars(h5s_reader *r)
             h5s_format_sidecar(fid, sizeof fid, s->names[i], H5S_SIDECAR_FRAME_ID) != 0 ||
             h5s_format_sidecar(ts, sizeof ts, s->names[i], H5S_SIDECAR_TIMESTAMP) != 0)
             continue;
-        found = link_path_exists(r->file, fid);
+        found = h5s_rd_path_exists(r->file, fid);
         if (found == 1) {
             memcpy(r->fid_path, fid, sizeof fid);
             memcpy(r->ts_path, ts, sizeof ts);
@@ -372,7 +328,7 @@ static int try_open(h5s_reader *r, hid_t fapl)
             return H5S_EAGAIN;
     }
 
-    int e = link_path_exists(r->file, r->data_path);
+    int e = h5s_rd_path_exists(r->file, r->data_path);
     if (e <= 0) {
         if (e < 0)
             return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot look up", r->path, r->data_path);
@@ -471,7 +427,7 @@ int h5s_reader_open(h5s_reader **out, const char *path, const char *dataset,
         return rc;
     }
 
-    int64_t start = now_ms();
+    int64_t start = h5s_rd_now_ms();
     char reason[READER_REASON_MAX];
     for (;;) {
         rc = try_open(r, fapl);
@@ -487,7 +443,7 @@ int h5s_reader_open(h5s_reader **out, const char *path, const char *dataset,
         if (strncmp(why, path, plen) == 0 && strncmp(why + plen, ": ", 2) == 0)
             why += plen + 2;
         snprintf(reason, sizeof reason, "%s", why);
-        int64_t elapsed = now_ms() - start;
+        int64_t elapsed = h5s_rd_now_ms() - start;
         if (opts->open_timeout_ms >= 0 && elapsed >= opts->open_timeout_ms) {
             /* A missing dataset in an openable file keeps its own code; everything else
              * is "not openable in time". */
@@ -502,7 +458,7 @@ int h5s_reader_open(h5s_reader **out, const char *path, const char *dataset,
         int64_t wait = r->poll_ms;
         if (opts->open_timeout_ms >= 0 && wait > opts->open_timeout_ms - elapsed)
             wait = opts->open_timeout_ms - elapsed;
-        sleep_ms(wait);
+        h5s_rd_sleep_ms(wait);
     }
     H5Pclose(fapl);
     if (rc != 0) {
@@ -548,7 +504,7 @@ int h5s_reader_wait(h5s_reader *reader, uint64_t known, int timeout_ms, uint64_t
     if (!reader)
         return h5s_error_set(H5S_EINVAL, "h5s_reader_wait: reader is NULL");
     h5s_hdf5_quiet();
-    int64_t start = now_ms();
+    int64_t start = h5s_rd_now_ms();
     int rc;
     for (;;) {
         rc = do_refresh(reader);
@@ -557,7 +513,7 @@ int h5s_reader_wait(h5s_reader *reader, uint64_t known, int timeout_ms, uint64_t
         if (reader->count > known || reader->state == H5S_WRITER_CLOSED ||
             reader->state == H5S_WRITER_FAILED)
             break;
-        int64_t elapsed = now_ms() - start;
+        int64_t elapsed = h5s_rd_now_ms() - start;
         if (timeout_ms >= 0 && elapsed >= timeout_ms) {
             rc =
                 h5s_error_set(H5S_ETIMEDOUT, "%s: %s: no frame after %llu in %lld ms", reader->path,
@@ -567,7 +523,7 @@ int h5s_reader_wait(h5s_reader *reader, uint64_t known, int timeout_ms, uint64_t
         int64_t wait = reader->poll_ms;
         if (timeout_ms >= 0 && wait > timeout_ms - elapsed)
             wait = timeout_ms - elapsed;
-        sleep_ms(wait);
+        h5s_rd_sleep_ms(wait);
     }
     if (out_count)
         *out_count = reader->count;

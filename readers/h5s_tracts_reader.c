@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "h5s_error.h"
+#include "h5s_rdutil.h"
 #include "h5s_format.h"
 
 /* The model's group (h5s_tracts.h's H5S_TRACTS_PATH; readers do not include the engine). */
@@ -57,22 +58,6 @@ struct h5s_tracts_reader {
     double *tmp, *vdps, *vdpv;
     size_t tmp_cap, vdps_cap, vdpv_cap;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    if (ms <= 0)
-        return;
-    struct timespec req = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&req, &req) != 0 && errno == EINTR)
-        ;
-}
 
 static void dset_close(tr_dset *d)
 {
@@ -614,7 +599,7 @@ int h5s_tracts_reader_open(h5s_tracts_reader **out, const char *path,
         h5s_tracts_reader_close(r);
         return h5s_error_set_h5(H5S_EIO, "%s: cannot create file access properties", path);
     }
-    int64_t start = now_ms();
+    int64_t start = h5s_rd_now_ms();
     int rc;
     for (;;) {
         rc = try_open(r, fapl);
@@ -623,7 +608,7 @@ int h5s_tracts_reader_open(h5s_tracts_reader **out, const char *path,
         close_handles(r);
         if (rc != H5S_EAGAIN && rc != H5S_ENOTFOUND)
             break;
-        int64_t elapsed = now_ms() - start;
+        int64_t elapsed = h5s_rd_now_ms() - start;
         if (opts->open_timeout_ms >= 0 && elapsed >= opts->open_timeout_ms) {
             if (opts->open_timeout_ms > 0)
                 h5s_error_prefix(rc == H5S_ENOTFOUND ? H5S_ENOTFOUND : H5S_ETIMEDOUT,
@@ -634,7 +619,7 @@ int h5s_tracts_reader_open(h5s_tracts_reader **out, const char *path,
         int64_t wait = r->poll_ms;
         if (opts->open_timeout_ms >= 0 && wait > opts->open_timeout_ms - elapsed)
             wait = opts->open_timeout_ms - elapsed;
-        sleep_ms(wait);
+        h5s_rd_sleep_ms(wait);
     }
     H5Pclose(fapl);
     if (rc != 0) {
@@ -683,14 +668,14 @@ int h5s_tracts_reader_wait(h5s_tracts_reader *r, uint64_t known, int timeout_ms,
     if (!r)
         return h5s_error_set(H5S_EINVAL, "h5s_tracts_reader_wait: reader is NULL");
     h5s_hdf5_quiet();
-    int64_t start = now_ms();
+    int64_t start = h5s_rd_now_ms();
     int rc;
     for (;;) {
         rc = do_refresh(r);
         if (rc != 0 || r->count > known || r->state == H5S_WRITER_CLOSED ||
             r->state == H5S_WRITER_FAILED)
             break;
-        int64_t elapsed = now_ms() - start;
+        int64_t elapsed = h5s_rd_now_ms() - start;
         if (timeout_ms >= 0 && elapsed >= timeout_ms) {
             rc =
                 h5s_error_set(H5S_ETIMEDOUT, "%s: %s: no streamline after %llu in %lld ms", r->path,
@@ -700,7 +685,7 @@ int h5s_tracts_reader_wait(h5s_tracts_reader *r, uint64_t known, int timeout_ms,
         int64_t wait = r->poll_ms;
         if (timeout_ms >= 0 && wait > timeout_ms - elapsed)
             wait = timeout_ms - elapsed;
-        sleep_ms(wait);
+        h5s_rd_sleep_ms(wait);
     }
     if (out_count)
         *out_count = r->count;

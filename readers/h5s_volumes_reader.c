@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "h5s_error.h"
+#include "h5s_rdutil.h"
 #include "h5s_format.h"
 #include "h5s_nifti.h"
 #include "h5s_tsv.h"
@@ -38,34 +39,6 @@ struct h5s_volumes_reader {
     vr_collection colls[VR_MAX_COLLECTIONS];
     size_t ncolls;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec req = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (ms > 0 && nanosleep(&req, &req) != 0 && errno == EINTR)
-        ;
-}
-
-static int extent0(hid_t dset, uint64_t *out)
-{
-    hid_t space = H5Dget_space(dset);
-    if (space < 0)
-        return -1;
-    hsize_t dims[H5S_MAX_RANK];
-    int rank = H5Sget_simple_extent_dims(space, dims, NULL);
-    H5Sclose(space);
-    if (rank < 1)
-        return -1;
-    *out = dims[0];
-    return 0;
-}
 
 static int read_attr_str(hid_t obj, const char *name, char *out, size_t size)
 {
@@ -224,7 +197,7 @@ int h5s_volumes_reader_open(h5s_volumes_reader **out, const char *path,
         return h5s_error_set(H5S_ENOMEM, "out of memory");
     }
     r->file = r->status = H5I_INVALID_HID;
-    int64_t start = now_ms();
+    int64_t start = h5s_rd_now_ms();
     char reason[256] = "";
     for (;;) {
         int rc = try_open(r, reason, sizeof reason);
@@ -234,13 +207,13 @@ int h5s_volumes_reader_open(h5s_volumes_reader **out, const char *path,
             h5s_volumes_reader_close(r);
             return rc;
         }
-        if (o.open_timeout_ms >= 0 && now_ms() - start >= o.open_timeout_ms) {
+        if (o.open_timeout_ms >= 0 && h5s_rd_now_ms() - start >= o.open_timeout_ms) {
             int code = strstr(reason, "group") ? H5S_ENOTFOUND : H5S_ETIMEDOUT;
             h5s_error_set(code, "%s: %s", path, reason);
             h5s_volumes_reader_close(r);
             return code;
         }
-        sleep_ms(o.poll_ms ? o.poll_ms : 100);
+        h5s_rd_sleep_ms(o.poll_ms ? o.poll_ms : 100);
     }
     for (size_t i = 0; i < r->ncolls; i++)
         h5s_volumes_reader_refresh(r, r->colls[i].name, NULL);
@@ -303,7 +276,7 @@ int h5s_volumes_reader_refresh(h5s_volumes_reader *r, const char *name, uint64_t
                                                    : H5S_WRITER_FAILED;
     }
     uint64_t n = 0;
-    if ((r->swmr && H5Drefresh(c->obs) < 0) || extent0(c->obs, &n) != 0)
+    if ((r->swmr && H5Drefresh(c->obs) < 0) || h5s_rd_extent0(c->obs, &n) != 0)
         return h5s_error_set_h5(H5S_EIO, "%s: cannot refresh %s/%s/obs", r->path, H5S_VOLUMES_GROUP,
                                 c->name);
     if (n > c->desc.committed && r->swmr && H5Drefresh(c->voxels) < 0)
@@ -937,7 +910,7 @@ static int read_meta_table(h5s_volumes_reader *r, vr_table *t)
         return h5s_error_set(H5S_ENOTFOUND, "%s: no %s", r->path, H5S_OBS_META_PATH);
     hid_t d = H5Dopen2(r->file, H5S_OBS_META_PATH, H5P_DEFAULT);
     uint64_t n = 0;
-    if (d < 0 || (r->swmr && H5Drefresh(d) < 0) || extent0(d, &n) != 0) {
+    if (d < 0 || (r->swmr && H5Drefresh(d) < 0) || h5s_rd_extent0(d, &n) != 0) {
         if (d >= 0)
             H5Dclose(d);
         return h5s_error_set_h5(H5S_EIO, "%s: cannot read %s", r->path, H5S_OBS_META_PATH);

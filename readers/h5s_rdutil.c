@@ -1,0 +1,85 @@
+/* h5s_rdutil.c - helpers shared by the SWMR readers (h5s_rdutil.h). */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "h5s_rdutil.h"
+
+#define RD_PATH_MAX 1024
+
+int64_t h5s_rd_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void h5s_rd_sleep_ms(int64_t ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec req = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&req, &req) != 0 && errno == EINTR)
+        ;
+}
+
+void h5s_rd_close(hid_t *id, herr_t (*closer)(hid_t))
+{
+    if (*id >= 0)
+        closer(*id);
+    *id = H5I_INVALID_HID;
+}
+
+int h5s_rd_path_exists(hid_t file, const char *path)
+{
+    char buf[RD_PATH_MAX];
+    size_t len = strlen(path);
+    if (len >= sizeof buf)
+        return -1;
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        htri_t e = H5Lexists(file, buf, H5P_DEFAULT);
+        buf[i] = saved;
+        if (e <= 0)
+            return e < 0 ? -1 : 0;
+    }
+    return 1;
+}
+
+int h5s_rd_extent0(hid_t dset, uint64_t *out)
+{
+    hid_t space = H5Dget_space(dset);
+    if (space < 0)
+        return -1;
+    hsize_t dims[H5S_MAX_RANK];
+    int rank = H5Sget_simple_extent_dims(space, dims, NULL);
+    H5Sclose(space);
+    if (rank < 1)
+        return -1;
+    *out = dims[0];
+    return 0;
+}
+
+herr_t h5s_rd_read_rows(hid_t dset, hid_t memtype, uint64_t first, uint64_t n, void *buf)
+{
+    if (n == 0)
+        return 0;
+    hid_t fs = H5Dget_space(dset);
+    if (fs < 0)
+        return -1;
+    hsize_t start = first, cnt = n;
+    herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &cnt, NULL);
+    hid_t ms = H5Screate_simple(1, &cnt, NULL);
+    if (st >= 0 && ms >= 0)
+        st = H5Dread(dset, memtype, ms, fs, H5P_DEFAULT, buf);
+    else
+        st = -1;
+    if (ms >= 0)
+        H5Sclose(ms);
+    H5Sclose(fs);
+    return st;
+}

@@ -1,0 +1,31 @@
+/*
+ * h5s_rdutil.h - private to readers/: the small HDF5 and clock helpers every SWMR reader
+ * (frames, tracts, volumes, MARC) needs.
+ */
+#ifndef H5S_RDUTIL_H
+#define H5S_RDUTIL_H
+
+#include <hdf5.h>
+#include <stdint.h>
+
+/* Monotonic clock in milliseconds. */
+int64_t h5s_rd_now_ms(void);
+
+/* Sleeps ms milliseconds (resumed after signals); nothing for ms <= 0. */
+void h5s_rd_sleep_ms(int64_t ms);
+
+/* Closes *id with closer when it is valid, then sets it to H5I_INVALID_HID. */
+void h5s_rd_close(hid_t *id, herr_t (*closer)(hid_t));
+
+/* 1 if every link along the absolute path exists, 0 if one is missing, -1 on an HDF5
+ * error (or a path too long). H5Lexists on "/a/b" fails rather than returning 0 when "/a"
+ * is missing, so each prefix is checked. */
+int h5s_rd_path_exists(hid_t file, const char *path);
+
+/* A dataset's extent along its first axis. 0, or -1 on an HDF5 error or a scalar. */
+int h5s_rd_extent0(hid_t dset, uint64_t *out);
+
+/* Reads rows [first, first + n) of a 1-D dataset as memtype into buf. HDF5's status. */
+herr_t h5s_rd_read_rows(hid_t dset, hid_t memtype, uint64_t first, uint64_t n, void *buf);
+
+#endif
