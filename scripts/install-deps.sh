@@ -11,6 +11,7 @@ packages=(
     libzip-dev                               # TRX zip archives (tracts)
     libnifti2-dev                            # NIfTI-1 and NIfTI-2 (volumes)
     libyaz-dev yaz                           # MARC-8 conversion; yaz-marcdump (marc)
+    openmpi-bin libopenmpi-dev               # mpirun: one writer per rank (shards)
     python3 python3-h5py python3-hdf5plugin python3-numpy python3-nibabel  # independent readers
     clang-format cppcheck                    # formatting and static checks in the test run
 )
