@@ -16,7 +16,7 @@
 
 #include "h5s_reader.h"
 #include "h5s_types.h"
-#include "h5s_volumes.h"
+#include "h5s_volumes_layout.h"
 
 #ifdef __cplusplus
 extern "C" {
