@@ -264,6 +264,9 @@ typedef struct {
     uint64_t dropped;          /* frames past a commit marker, trimmed from the payload */
     uint64_t unreadable;       /* committed frames whose chunks failed to decode (kept) */
     uint64_t first_unreadable; /* index of the first of those, if any */
+    uint64_t markers;          /* other models' commit markers found (/tracts/offsets,
+                                  /volumes/C/obs, /obs_meta, /marc/index, ...) */
+    uint64_t items;            /* items those markers commit, all together (kept) */
 } h5s_recover_report;
 
 /*

@@ -71,6 +71,11 @@ int cli_recover(int argc, char **argv)
                plural(r.datasets, "dataset", "datasets"), r.committed,
                plural(r.committed, "frame", "frames"), r.dropped,
                plural(r.dropped, "frame", "frames"), decode);
+        if (r.markers)
+            printf("%s: %" PRIu64 " other %s (tracts, volumes, MARC); %" PRIu64
+                   " committed %s kept\n",
+                   path, r.markers, plural(r.markers, "commit marker", "commit markers"), r.items,
+                   plural(r.items, "item", "items"));
         fflush(stdout);
     }
     if (rc != 0) {
