@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -817,7 +818,7 @@ static void stats_add(vc_stats *s, const void *buf, size_t nvox, h5s_dtype dt)
 }
 
 /* Prints one committed volume, reading it one (t, z) plane at a time. */
-static int tail_one(h5s_volumes_reader *r, const char *name, uint64_t index, h5s_dtype dt)
+static int tail_one(h5s_volumes_reader *r, const char *name, uint64_t index, h5s_dtype dt, int json)
 {
     h5s_volume_obs o;
     int rc = h5s_volumes_reader_obs(r, name, index, &o);
@@ -844,6 +845,29 @@ static int tail_one(h5s_volumes_reader *r, const char *name, uint64_t index, h5s
     free(buf);
     if (rc)
         return rc;
+    double mean = s.n ? s.sum / (double)s.n : NAN;
+    if (json) {
+        /* One JSON object per line (JSON Lines), as `tail --json` does for frames. */
+        json_t *obj = json_object(), *dims = json_array();
+        for (int d = 0; d < o.ndim; d++)
+            json_array_append_new(dims, json_integer((json_int_t)o.shape[d]));
+        json_object_set_new(obj, "collection", json_string(name));
+        json_object_set_new(obj, "index", json_integer((json_int_t)index));
+        json_object_set_new(obj, "obs_id",
+                            json_stringn(o.obs_id, strnlen(o.obs_id, sizeof o.obs_id)));
+        json_object_set_new(
+            obj, "obs_subject_id",
+            json_stringn(o.obs_subject_id, strnlen(o.obs_subject_id, sizeof o.obs_subject_id)));
+        json_object_set_new(obj, "shape", dims);
+        json_object_set_new(obj, "min", s.n ? json_real(s.min) : json_null());
+        json_object_set_new(obj, "max", s.n ? json_real(s.max) : json_null());
+        json_object_set_new(obj, "mean", s.n ? json_real(mean) : json_null());
+        int rc_dump = json_dumpf(obj, stdout, JSON_COMPACT);
+        json_decref(obj);
+        fputc('\n', stdout);
+        fflush(stdout);
+        return rc_dump == 0 ? 0 : H5S_EIO;
+    }
     char shape[128];
     int len = 0;
     for (int d = 0; d < o.ndim; d++)
@@ -851,7 +875,7 @@ static int tail_one(h5s_volumes_reader *r, const char *name, uint64_t index, h5s
                         (long long)o.shape[d]);
     printf("%s %" PRIu64 " obs_id=%.*s subject=%.*s shape=%s min=%.9g max=%.9g mean=%.9g\n", name,
            index, (int)sizeof o.obs_id, o.obs_id, (int)sizeof o.obs_subject_id, o.obs_subject_id,
-           shape, s.min, s.max, s.n ? s.sum / (double)s.n : NAN);
+           shape, s.min, s.max, mean);
     fflush(stdout);
     return 0;
 }
@@ -859,7 +883,7 @@ static int tail_one(h5s_volumes_reader *r, const char *name, uint64_t index, h5s
 int cli_tail_volumes(int argc, char **argv, const char *path)
 {
     const char *file = NULL;
-    int follow = 0;
+    int follow = 0, json = 0;
     uint64_t interval = 100, timeout = 0;
     int timeout_given = 0, npos = 0;
     for (int i = 1; i < argc; i++) {
@@ -868,20 +892,29 @@ int cli_tail_volumes(int argc, char **argv, const char *path)
         if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--follow") == 0) {
             follow = 1;
         } else if (strcmp(argv[i], "--json") == 0) {
-            /* plain lines only for volumes */
+            json = 1;
         } else if ((m = opt_value(argc, argv, &i, "--interval", &v)) != 0) {
-            if (m < 0 || cli_parse_u64(v, &interval) != 0 || interval == 0)
+            if (m < 0 || cli_parse_u64(v, &interval) != 0 || interval == 0) {
+                cli_errorf("tail: --interval: expected milliseconds >= 1");
                 return CLI_EUSAGE;
+            }
         } else if ((m = opt_value(argc, argv, &i, "--timeout", &v)) != 0) {
-            if (m < 0 || cli_parse_u64(v, &timeout) != 0 || timeout > INT_MAX)
+            if (m < 0 || cli_parse_u64(v, &timeout) != 0 || timeout > INT_MAX) {
+                cli_errorf("tail: --timeout: expected milliseconds");
                 return CLI_EUSAGE;
+            }
             timeout_given = 1;
-        } else if (argv[i][0] != '-' && npos++ == 0) {
+        } else if (argv[i][0] == '-') {
+            cli_errorf("tail: unknown option '%s' for %s", argv[i], path);
+            return CLI_EUSAGE;
+        } else if (npos++ == 0) {
             file = argv[i];
         }
     }
-    if (!file)
+    if (!file) {
+        cli_errorf("tail: no file given");
         return CLI_EUSAGE;
+    }
     const char *coll = NULL;
     if (strncmp(path, "/volumes/", 9) == 0 && path[9])
         coll = path + 9;
@@ -895,19 +928,25 @@ int cli_tail_volumes(int argc, char **argv, const char *path)
         return CLI_EDATA;
     }
     size_t nc = h5s_volumes_reader_ncollections(r);
-    uint64_t seen[64] = {0};
+    uint64_t *seen = calloc(nc ? nc : 1, sizeof *seen);
     int status = CLI_OK;
+    if (!seen) {
+        cli_errorf("tail: out of memory");
+        h5s_volumes_reader_close(r);
+        return CLI_EDATA;
+    }
     if (coll) {
         h5s_collection_desc d;
         if (h5s_volumes_reader_describe(r, coll, &d) != 0) {
             cli_errorf("tail: %s: no collection %s", file, coll);
             h5s_volumes_reader_close(r);
+            free(seen);
             return CLI_EDATA;
         }
     }
     for (;;) {
         int grew = 0;
-        for (size_t i = 0; i < nc && i < 64 && status == CLI_OK; i++) {
+        for (size_t i = 0; i < nc && status == CLI_OK; i++) {
             const char *name = h5s_volumes_reader_collection(r, i);
             if (coll && strcmp(coll, name) != 0)
                 continue;
@@ -917,7 +956,7 @@ int cli_tail_volumes(int argc, char **argv, const char *path)
             if (rc == 0)
                 rc = h5s_volumes_reader_describe(r, name, &d);
             for (; rc == 0 && seen[i] < n; seen[i]++, grew = 1)
-                rc = tail_one(r, name, seen[i], d.dtype);
+                rc = tail_one(r, name, seen[i], d.dtype, json);
             if (rc) {
                 cli_error_h5s("tail", rc);
                 status = CLI_EDATA;
@@ -928,7 +967,7 @@ int cli_tail_volumes(int argc, char **argv, const char *path)
             /* One more pass after a final state: the marker read before it may be stale. */
             if (follow && status == CLI_OK && !grew) {
                 int more = 0;
-                for (size_t i = 0; i < nc && i < 64; i++) {
+                for (size_t i = 0; i < nc; i++) {
                     uint64_t n = 0;
                     const char *name = h5s_volumes_reader_collection(r, i);
                     if ((!coll || strcmp(coll, name) == 0) &&
@@ -950,6 +989,7 @@ int cli_tail_volumes(int argc, char **argv, const char *path)
         }
     }
     h5s_volumes_reader_close(r);
+    free(seen);
     return status;
 }
 

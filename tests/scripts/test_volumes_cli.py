@@ -11,6 +11,7 @@ checked with nibabel and h5py (docs/volumes.md).
   with the file named, and the good files of the same run are kept;
 - a live tail -f in another process sees every volume as it commits.
 """
+import json
 import os
 import shutil
 import struct
@@ -195,6 +196,20 @@ def live_tail():
         ("obs_id=sub-%02d_T1w subject=%02d" % (i, i)) in lines[i] and want_tail in lines[i]
         for i in range(n))
     check("tail -f sees every volume", ok, out[-500:] + err)
+    # The same file, closed now, as JSON Lines: one object per volume, same values.
+    r = run("tail", h5, "/volumes/anat", "--json")
+    objs = []
+    try:
+        objs = [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip()]
+    except ValueError as e:
+        check("tail --json prints JSON Lines", False, "%s: %s" % (e, r.stdout[-300:]))
+    ok = r.returncode == 0 and len(objs) == n and all(
+        o["collection"] == "anat" and o["index"] == i and o["obs_id"] == "sub-%02d_T1w" % i
+        and o["obs_subject_id"] == "%02d" % i and o["shape"] == [33, 41, 25]
+        and o["min"] == v.min() and o["max"] == v.max() and abs(o["mean"] - v.mean()) < 1e-6
+        for i, o in enumerate(objs))
+    check("tail --json: one object per volume with its obs and statistics", ok,
+          r.stdout[-300:] + r.stderr)
 
 
 def main():
