@@ -5,8 +5,13 @@
  */
 #include "h5s_marc.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "h5s_error.h"
 
@@ -140,13 +145,15 @@ static size_t utf8_check(const unsigned char *p, size_t n)
 {
     size_t i = 0;
     while (i < n) {
-        while (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            if (w & 0x8080808080808080ull)
+        while (i + 16 <= n) {
+            uint64_t w[2];
+            memcpy(w, p + i, 16);
+            if ((w[0] | w[1]) & 0x8080808080808080ull)
                 break;
-            i += 8;
+            i += 16;
         }
+        while (i < n && p[i] < 0x80)
+            i++;
         if (i >= n)
             break;
         size_t k = utf8_seq(p + i, n - i);
@@ -247,7 +254,13 @@ static int check_content(h5s_marc_report *r, const unsigned char *rec, size_t fs
     return 0;
 }
 
-uint32_t h5s_marc_validate(h5s_marc_report *r, const unsigned char *rec, size_t len, int stop_first)
+/*
+ * The full walk: every check in the order docs/marc.md lists them, each defect with its
+ * offset. It runs only for the records clean_record does not vouch for (defective ones,
+ * and clean ones whose fields are not stored in directory order), to name the defects.
+ */
+static uint32_t validate_walk(h5s_marc_report *r, const unsigned char *rec, size_t len,
+                              int stop_first)
 {
     r->flags = 0;
     r->n_errors = 0;
@@ -325,6 +338,170 @@ uint32_t h5s_marc_validate(h5s_marc_report *r, const unsigned char *rec, size_t 
             DEFECT(H5S_MARC_E_UTF8, data + bad);
     }
     return r->n_errors;
+}
+
+/* ------------------------------------------------------- validation: the clean path */
+
+/* 1 for the bytes of a directory tag: ASCII letters and digits. */
+static const unsigned char tag_ok[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1,
+    ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
+    ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1};
+
+/* 8 bytes at p as a little-endian word (p[0] in the low byte) on any host. */
+static uint64_t load_le64(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    return w;
+}
+
+/*
+ * The 8 ASCII digits at p as two 4-digit numbers (p[0..3] in the low 32 bits, p[4..7] in
+ * the high ones; p[0] and p[4] the most significant), or UINT64_MAX when one is not a
+ * digit. SWAR: a byte is a digit iff its high nibble is 3 before and after adding 6 (no
+ * carry can cross bytes that pass the first test); then pairs, then quads.
+ */
+static uint64_t digits4x2(const unsigned char *p)
+{
+    const uint64_t hi = 0xF0F0F0F0F0F0F0F0ull, zeros = 0x3030303030303030ull;
+    uint64_t w = load_le64(p);
+    if ((w & hi) != zeros || ((w + 0x0606060606060606ull) & hi) != zeros)
+        return UINT64_MAX;
+    w -= zeros;
+    w = w * 10 + (w >> 8); /* bytes 0, 2, 4, 6: pairs */
+    return (w & 0x000000FF000000FFull) * 100 + ((w >> 16) & 0x000000FF000000FFull);
+}
+
+/*
+ * Counts the 0x1E bytes of p[0..n) and ORs into *seen the 0x1D bytes found (bit 0) and the
+ * bytes >= 0x80 (bit 1). One pass, 16 bytes at a time with SSE2.
+ */
+static size_t scan_area(const unsigned char *p, size_t n, unsigned *seen)
+{
+    size_t i = 0, fts = 0;
+#if defined(__SSE2__)
+    const __m128i ft = _mm_set1_epi8(H5S_MARC_FT), rt = _mm_set1_epi8(H5S_MARC_RT);
+    const __m128i zero = _mm_setzero_si128();
+    __m128i rts = zero, any = zero;
+    while (n - i >= 16) {
+        /* Byte counters, summed before they can wrap (255 blocks). */
+        size_t stop = n - i > 255 * 16 ? i + 255 * 16 : n - 15;
+        __m128i cnt = zero;
+        for (; i < stop; i += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+            cnt = _mm_sub_epi8(cnt, _mm_cmpeq_epi8(v, ft));
+            rts = _mm_or_si128(rts, _mm_cmpeq_epi8(v, rt));
+            any = _mm_or_si128(any, v);
+        }
+        __m128i sum = _mm_sad_epu8(cnt, zero);
+        fts += (size_t)_mm_cvtsi128_si32(sum) + (size_t)_mm_extract_epi16(sum, 4);
+    }
+    if (_mm_movemask_epi8(rts))
+        *seen |= 1u;
+    if (_mm_movemask_epi8(any))
+        *seen |= 2u;
+#endif
+    for (; i < n; i++) {
+        fts += p[i] == H5S_MARC_FT;
+        if (p[i] == H5S_MARC_RT)
+            *seen |= 1u;
+        if (p[i] >= 0x80)
+            *seen |= 2u;
+    }
+    return fts;
+}
+
+/*
+ * Decides in one pass whether rec has no defect at all, the case of nearly every real
+ * record: the leader, each directory entry once (tags by table, the 4 + 5 digits as one
+ * SWAR word plus one byte, each field's 0x1E by index at start + length - 1), then one
+ * vector pass over the data area that counts its 0x1E bytes (fields that tile the area in
+ * directory order hold no embedded 0x1E iff there are exactly n), looks for 0x1D, and
+ * for bytes >= 0x80 (an ASCII area is valid UTF-8). Returns 1 with r's flags and
+ * n_fields set as validate_walk would set them; 0 when the record needs the full walk
+ * (a defect, or fields stored out of directory order).
+ */
+static int clean_record(h5s_marc_report *r, const unsigned char *rec, size_t len)
+{
+    if (!rec || len < H5S_MARC_LEADER_LEN + 1 || rec[len - 1] != H5S_MARC_RT)
+        return 0;
+    if (rec[10] != '2' || rec[11] != '2' || (rec[9] != 'a' && rec[9] != ' ') ||
+        memcmp(rec + 20, "4500", 4) != 0)
+        return 0;
+    /* leader/00-04 length and leader/12-16 base: "LLLLL" at 0 and "BBBBB" at 12. */
+    size_t declared, base;
+    if (!digits(rec, 5, &declared) || declared != len || !digits(rec + 12, 5, &base))
+        return 0;
+    if (base < H5S_MARC_LEADER_LEN + 1 || base >= len || rec[base - 1] != H5S_MARC_FT ||
+        (base - 1 - H5S_MARC_LEADER_LEN) % 12 != 0)
+        return 0;
+    size_t n = (base - 1 - H5S_MARC_LEADER_LEN) / 12, dataend = len - 1, area = dataend - base;
+    if (n == 0)
+        return 0;
+    size_t next = 0; /* where the next field starts when fields tile the data area */
+    int tiled = 1;
+    const unsigned char *e = rec + H5S_MARC_LEADER_LEN;
+    for (size_t i = 0; i < n; i++, e += 12) {
+        /* e[3..10] is one word: the 4 digits of the length and 4 of the start. */
+        uint64_t v = digits4x2(e + 3);
+        unsigned d11 = (unsigned)e[11] - '0';
+        if (!(tag_ok[e[0]] & tag_ok[e[1]] & tag_ok[e[2]]) || v == UINT64_MAX || d11 > 9)
+            return 0;
+        size_t flen = (size_t)(v & 0xFFFFFFFFu), fstart = (size_t)(v >> 32) * 10 + d11;
+        if (flen == 0 || fstart > area || flen > area - fstart)
+            return 0;
+        const unsigned char *c = rec + base + fstart;
+        size_t clen = flen - 1;
+        if (c[clen] != H5S_MARC_FT)
+            return 0;
+        if (e[0] == '0' && e[1] == '0') {
+            if (memchr(c, H5S_MARC_SF, clen))
+                return 0;
+        } else if (clen < 2 || c[0] == H5S_MARC_SF || c[1] == H5S_MARC_SF ||
+                   (clen > 2 && c[2] != H5S_MARC_SF)) {
+            return 0;
+        }
+        tiled &= fstart == next;
+        next = fstart + flen;
+    }
+    if (!tiled || next != area)
+        return 0;
+    unsigned seen = 0;
+    if (scan_area(rec + base, area, &seen) != n || (seen & 1u))
+        return 0;
+    if (rec[9] == 'a' && (seen & 2u) && utf8_check(rec + base, area) != area)
+        return 0;
+    r->flags = rec[9] == 'a' ? H5S_MARC_F_UTF8 : H5S_MARC_F_MARC8;
+    r->n_fields = (uint32_t)n;
+    return 1;
+}
+
+uint32_t h5s_marc_validate(h5s_marc_report *r, const unsigned char *rec, size_t len, int stop_first)
+{
+    r->flags = 0;
+    r->n_errors = 0;
+    r->n_repairs = 0;
+    r->n_fields = 0;
+    if (clean_record(r, rec, len)) {
+#ifndef NDEBUG
+        /* Debug builds hold the clean path to the full walk on every record. */
+        h5s_marc_report full;
+        uint32_t defects = validate_walk(&full, rec, len, 0);
+        assert(defects == 0 && full.flags == r->flags && full.n_fields == r->n_fields);
+        (void)defects;
+#endif
+        return 0;
+    }
+    return validate_walk(r, rec, len, stop_first);
 }
 
 /* ------------------------------------------------------------------------- modes */
