@@ -4,12 +4,14 @@
  * libzip writes the archive) or a folder (clean or persistent). Format notes and the rules
  * enforced (those of trx-python and trx-cpp): docs/tractio.md.
  */
+#define _GNU_SOURCE /* sync_file_range */
 #define _POSIX_C_SOURCE 200809L
 #define _XOPEN_SOURCE 700
 #define H5S_TRACTIO_INTERNAL
 #include "h5s_tractio.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <zip.h>
 
 #include "h5s_error.h"
@@ -176,6 +179,253 @@ static zip_int64_t source_cb(void *ud, void *data, zip_uint64_t len, zip_source_
     }
 }
 
+/* ------------------------------------------------------- the archive file */
+
+/* Bytes gathered before one write() of the archive. */
+#define TRX_SINK_BYTES ((size_t)4 << 20)
+
+/* The archive itself is a writable libzip source over a file descriptor (zip_source_function
+ * protocol, zip_open_from_source). libzip's own file source writes through stdio in 4 KiB
+ * pieces; this one gathers libzip's small writes into TRX_SINK_BYTES blocks written with one
+ * pwrite() each and, on Linux, starts the writeback of every block at once
+ * (sync_file_range), so the disk writes while the next block is made instead of all at the
+ * caller's fsync. As libzip's file source, it writes a temporary file beside the target and
+ * renames it at commit, so a failed export leaves no archive. */
+typedef struct {
+    h5s_trx_writer *w;
+    int fd;
+    char *tmp;          /* temporary file while writing */
+    unsigned char *buf; /* bytes [off, off + len) of the file */
+    size_t cap, len;
+    uint64_t off;
+    uint64_t size;   /* bytes of the file, buffered ones included */
+    uint64_t synced; /* writeback started below this offset */
+    zip_error_t zerr;
+} trx_sink;
+
+static int sink_fail(trx_sink *s, int zip_code, const char *what)
+{
+    int sys = errno;
+    keep_error(s->w, h5s_error_set(H5S_EIO, "%s: %s: %s", s->w->path, what, strerror(sys)));
+    zip_error_set(&s->zerr, zip_code, sys);
+    return -1;
+}
+
+static int sink_flush(trx_sink *s)
+{
+    const unsigned char *p = s->buf;
+    size_t n = s->len;
+    uint64_t at = s->off;
+    while (n > 0) {
+        ssize_t k = pwrite(s->fd, p, n, (off_t)at);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            if (k == 0)
+                errno = EIO;
+            return sink_fail(s, ZIP_ER_WRITE, "cannot write the archive");
+        }
+        p += k;
+        n -= (size_t)k;
+        at += (uint64_t)k;
+    }
+    s->off = at;
+    s->len = 0;
+#ifdef SYNC_FILE_RANGE_WRITE
+    /* Write-behind: a hint, so its failure is not an error (fsync reports real ones). */
+    if (s->off >= s->synced + s->cap) {
+        (void)sync_file_range(s->fd, (off_t)s->synced, (off_t)(s->off - s->synced),
+                              SYNC_FILE_RANGE_WRITE);
+        s->synced = s->off;
+    }
+#endif
+    return 0;
+}
+
+static int sink_begin(trx_sink *s)
+{
+    size_t n = strlen(s->w->path) + 32;
+    if (!s->buf && !(s->buf = malloc(s->cap))) {
+        errno = ENOMEM;
+        return sink_fail(s, ZIP_ER_MEMORY, "no memory for the archive buffer");
+    }
+    char *name = malloc(n);
+    if (!name) {
+        errno = ENOMEM;
+        return sink_fail(s, ZIP_ER_MEMORY, "no memory");
+    }
+    /* O_EXCL on a fresh name: the umask applies as for any new file (mkstemp would give
+     * 0600). */
+    static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    unsigned long long r = (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 20) ^
+                           (unsigned long long)(uintptr_t)s;
+    for (int tries = 0; tries < 100; tries++) {
+        char suffix[8];
+        for (int i = 0; i < 7; i++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            suffix[i] = digits[(r >> 33) % 36];
+        }
+        suffix[7] = '\0';
+        snprintf(name, n, "%s.%s", s->w->path, suffix);
+        s->fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (s->fd >= 0 || errno != EEXIST)
+            break;
+    }
+    if (s->fd < 0) {
+        int e = errno;
+        free(name);
+        errno = e;
+        return sink_fail(s, ZIP_ER_TMPOPEN, "cannot create a temporary file beside it");
+    }
+    s->tmp = name;
+    s->off = s->size = s->synced = 0;
+    s->len = 0;
+    return 0;
+}
+
+static void sink_drop_tmp(trx_sink *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    if (s->tmp)
+        unlink(s->tmp);
+    free(s->tmp);
+    s->tmp = NULL;
+}
+
+static int sink_commit(trx_sink *s)
+{
+    if (sink_flush(s) != 0)
+        return -1;
+    int fd = s->fd;
+    s->fd = -1;
+    if (close(fd) != 0) {
+        sink_fail(s, ZIP_ER_CLOSE, "cannot close the archive");
+        sink_drop_tmp(s);
+        return -1;
+    }
+    if (rename(s->tmp, s->w->path) != 0) {
+        sink_fail(s, ZIP_ER_RENAME, "cannot rename the temporary file to it");
+        sink_drop_tmp(s);
+        return -1;
+    }
+    free(s->tmp);
+    s->tmp = NULL;
+    return 0;
+}
+
+static zip_int64_t sink_write(trx_sink *s, const void *data, zip_uint64_t n)
+{
+    const unsigned char *p = data;
+    zip_uint64_t left = n;
+    while (left > 0) {
+        size_t k = s->cap - s->len < left ? s->cap - s->len : (size_t)left;
+        memcpy(s->buf + s->len, p, k);
+        s->len += k;
+        p += k;
+        left -= k;
+        if (s->len == s->cap && sink_flush(s) != 0)
+            return -1;
+    }
+    if (s->off + s->len > s->size)
+        s->size = s->off + s->len;
+    return (zip_int64_t)n;
+}
+
+static zip_int64_t sink_cb(void *ud, void *data, zip_uint64_t len, zip_source_cmd_t cmd)
+{
+    trx_sink *s = ud;
+    switch (cmd) {
+    case ZIP_SOURCE_STAT:
+        /* The archive is always made anew: report "no such file" as libzip expects. */
+        zip_error_set(&s->zerr, ZIP_ER_READ, ENOENT);
+        return -1;
+    case ZIP_SOURCE_BEGIN_WRITE:
+        return sink_begin(s);
+    case ZIP_SOURCE_WRITE:
+        return sink_write(s, data, len);
+    case ZIP_SOURCE_SEEK_WRITE: {
+        zip_source_args_seek_t *a =
+            ZIP_SOURCE_GET_ARGS(zip_source_args_seek_t, data, len, &s->zerr);
+        if (!a)
+            return -1;
+        int64_t base = a->whence == SEEK_SET   ? 0
+                       : a->whence == SEEK_CUR ? (int64_t)(s->off + s->len)
+                       : a->whence == SEEK_END ? (int64_t)s->size
+                                               : -1;
+        if (base < 0 || base + a->offset < 0) {
+            zip_error_set(&s->zerr, ZIP_ER_INVAL, 0);
+            return -1;
+        }
+        if (sink_flush(s) != 0)
+            return -1;
+        s->off = (uint64_t)(base + a->offset);
+        return 0;
+    }
+    case ZIP_SOURCE_TELL_WRITE:
+        return (zip_int64_t)(s->off + s->len);
+    case ZIP_SOURCE_COMMIT_WRITE:
+        return sink_commit(s);
+    case ZIP_SOURCE_ROLLBACK_WRITE:
+        s->len = 0;
+        sink_drop_tmp(s);
+        return 0;
+    case ZIP_SOURCE_REMOVE:
+        if (unlink(s->w->path) != 0 && errno != ENOENT)
+            return sink_fail(s, ZIP_ER_REMOVE, "cannot remove it");
+        return 0;
+    case ZIP_SOURCE_ERROR:
+        return zip_error_to_data(&s->zerr, data, len);
+    case ZIP_SOURCE_FREE:
+        sink_drop_tmp(s);
+        free(s->buf);
+        zip_error_fini(&s->zerr);
+        free(s);
+        return 0;
+    case ZIP_SOURCE_SUPPORTS:
+        return zip_source_make_command_bitmap(
+            ZIP_SOURCE_OPEN, ZIP_SOURCE_READ, ZIP_SOURCE_CLOSE, ZIP_SOURCE_STAT, ZIP_SOURCE_ERROR,
+            ZIP_SOURCE_FREE, ZIP_SOURCE_SEEK, ZIP_SOURCE_TELL, ZIP_SOURCE_SUPPORTS,
+            ZIP_SOURCE_BEGIN_WRITE, ZIP_SOURCE_COMMIT_WRITE, ZIP_SOURCE_ROLLBACK_WRITE,
+            ZIP_SOURCE_WRITE, ZIP_SOURCE_SEEK_WRITE, ZIP_SOURCE_TELL_WRITE, ZIP_SOURCE_REMOVE, -1);
+    default:
+        /* Reading the archive back (OPEN, READ, SEEK, TELL...) is never needed: it is new. */
+        zip_error_set(&s->zerr, ZIP_ER_OPNOTSUPP, 0);
+        return -1;
+    }
+}
+
+/* Opens w->za over a new trx_sink. */
+static int open_archive(h5s_trx_writer *w)
+{
+    trx_sink *s = calloc(1, sizeof *s);
+    if (!s)
+        return h5s_error_set(H5S_ENOMEM, "%s: no memory", w->path);
+    s->w = w;
+    s->fd = -1;
+    s->cap = TRX_SINK_BYTES;
+    zip_error_init(&s->zerr);
+    zip_error_t ze;
+    zip_error_init(&ze);
+    zip_source_t *src = zip_source_function_create(sink_cb, s, &ze);
+    if (src)
+        w->za = zip_open_from_source(src, ZIP_CREATE | ZIP_TRUNCATE, &ze);
+    int rc = 0;
+    if (!w->za) {
+        rc = h5s_error_set(H5S_EIO, "%s: cannot create the zip archive: %s", w->path,
+                           zip_error_strerror(&ze));
+        if (src)
+            zip_source_free(src); /* frees s (ZIP_SOURCE_FREE) */
+        else {
+            zip_error_fini(&s->zerr);
+            free(s);
+        }
+    }
+    zip_error_fini(&ze);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- folders */
 
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
@@ -277,15 +527,7 @@ int h5s_trx_writer_open(h5s_trx_writer **out, const char *path, const h5s_trx_wr
     int rc = 0;
     struct stat st;
     if (w->mode == H5S_TRX_ZIP_STORE || w->mode == H5S_TRX_ZIP_DEFLATE) {
-        int err = 0;
-        w->za = zip_open(path, ZIP_CREATE | ZIP_TRUNCATE, &err);
-        if (!w->za) {
-            zip_error_t ze;
-            zip_error_init_with_code(&ze, err);
-            rc = h5s_error_set(H5S_EIO, "%s: cannot create the zip archive: %s", path,
-                               zip_error_strerror(&ze));
-            zip_error_fini(&ze);
-        }
+        rc = open_archive(w);
     } else if (w->mode == H5S_TRX_DIR_CLEAN) {
         if (lstat(path, &st) == 0) {
             if (!S_ISDIR(st.st_mode))
