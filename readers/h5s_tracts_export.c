@@ -2,13 +2,16 @@
  * h5s_tracts_export.c - /tracts of one file or of several shards -> TRX (zip or folder), TCK
  * or TRK (h5s_tracts_export in h5s_tracts_reader.h; rules in docs/tracts.md).
  *
- * TRX: every entry is a pull source for the formats/ TRX writer. A source walks the shards in
- * order, reads a block of rows of its array from HDF5 in the file's element type (one
- * hyperslab of block_bytes), rebases it where needed (offsets by the vertices before, group
- * indices by the streamlines before) and hands it out as the writer asks. Only the entry
- * being written holds a block, so memory is one block whatever the tractogram's size.
+ * TRX: every entry is a pull source for the formats/ TRX writer. A read-ahead thread walks the
+ * entries in the order the writer pulls them and, for each, the shards in order: it reads a
+ * block of rows of the array from HDF5 in the file's element type (one hyperslab of
+ * block_bytes), rebases it where needed (offsets by the vertices before, group indices by the
+ * streamlines before) and queues it in one of EXPORT_SLOTS buffers, while the writer (CRC and
+ * write, on the calling thread) consumes the block before. Only that thread calls HDF5 while
+ * the writer runs. Memory is EXPORT_SLOTS blocks whatever the tractogram's size.
  * TCK/TRK: batches of streamlines through h5s_tracts_reader_read into the streaming writers.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +20,8 @@
 #include "h5s_tracts_reader.h"
 
 #define EXPORT_BLOCK_DEFAULT ((size_t)1 << 20)
+/* Blocks of the TRX read-ahead: one being written, the others read ahead. */
+#define EXPORT_SLOTS 3
 /* Streamlines per batch of TCK/TRK exports. */
 #define EXPORT_BATCH 4096
 
@@ -34,17 +39,35 @@ typedef struct ex_ctx ex_ctx;
 /* One TRX entry being pulled. */
 typedef struct {
     ex_ctx *x;
+    char name[4 * H5S_TRACT_NAME_MAX];
     h5s_tracts_array which;
     size_t index;             /* output field or group */
     const unsigned char *mem; /* dpg: bytes in memory */
     size_t row_bytes;
+    /* read-ahead thread only */
     size_t shard;
     uint64_t row; /* next row to read in the shard */
     int started;  /* offsets: the leading 0 was given */
-    unsigned char *buf;
+    /* writer thread only */
+    const unsigned char *buf; /* the block being handed out (a slot) */
     size_t len, pos;
+    int holding;          /* a slot is held */
     uint64_t size, given; /* declared bytes, bytes handed out */
 } ex_entry;
+
+/* Blocks read ahead: a ring of EXPORT_SLOTS slots under mu. */
+typedef struct {
+    pthread_t thread;
+    int running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned char *slot[EXPORT_SLOTS];
+    size_t slot_len[EXPORT_SLOTS], slot_entry[EXPORT_SLOTS];
+    size_t head, count; /* oldest filled slot, filled slots */
+    int done, stop;     /* the thread has finished; the writer wants it to */
+    int rc;             /* the thread's error and its message */
+    char *msg;
+} ex_ahead;
 
 struct ex_ctx {
     const char *out;
@@ -56,6 +79,7 @@ struct ex_ctx {
     ex_entry *entries;
     size_t n_entries;
     uint64_t ns, nv, bytes;
+    ex_ahead ra;
 };
 
 static int same_fields(const h5s_tract_field *a, size_t na, const h5s_tract_field *b, size_t nb)
@@ -166,17 +190,14 @@ static int count_groups(ex_ctx *x)
 
 /* ---- TRX pull sources ---- */
 
-/* Refills e->buf with the next block of the entry. 0 with e->len > 0, or an error. */
-static int refill(ex_entry *e)
+/* Reads the next block of the entry into dst (x->block bytes). 0 with *len > 0, or an error. */
+static int read_block(ex_entry *e, unsigned char *dst, size_t *len)
 {
     ex_ctx *x = e->x;
-    if (!e->buf && !(e->buf = malloc(x->block)))
-        return h5s_error_set(H5S_ENOMEM, "%s: out of memory for a block of %zu bytes", x->out,
-                             x->block);
-    e->len = e->pos = 0;
+    *len = 0;
     if (e->which == H5S_TRACTS_OFFSETS && !e->started) {
-        memset(e->buf, 0, 8);
-        e->len = 8;
+        memset(dst, 0, 8);
+        *len = 8;
         e->started = 1;
         e->row = 1;
         return 0;
@@ -208,16 +229,16 @@ static int refill(ex_entry *e)
         }
         uint64_t per = x->block / e->row_bytes, m = rows - e->row < per ? rows - e->row : per;
         int rc =
-            h5s_tracts_reader_read_rows(sh->r, e->which, (size_t)idx, e->row, m, e->buf, x->block);
+            h5s_tracts_reader_read_rows(sh->r, e->which, (size_t)idx, e->row, m, dst, x->block);
         if (rc)
             return rc;
         e->row += m;
         if (e->which == H5S_TRACTS_OFFSETS) {
-            uint64_t *o = (uint64_t *)e->buf;
+            uint64_t *o = (uint64_t *)dst;
             for (uint64_t i = 0; i < m; i++)
                 o[i] += sh->v_base;
         } else if (e->which == H5S_TRACTS_GROUP) {
-            uint32_t *g = (uint32_t *)e->buf;
+            uint32_t *g = (uint32_t *)dst;
             uint64_t kept = 0;
             for (uint64_t i = 0; i < m; i++)
                 if (g[i] < sh->ns)
@@ -226,13 +247,135 @@ static int refill(ex_entry *e)
             if (m == 0)
                 continue;
         }
-        e->len = (size_t)m * e->row_bytes;
+        *len = (size_t)m * e->row_bytes;
         return 0;
     }
     return h5s_error_set(H5S_EFORMAT,
-                         "%s: an entry ran out of rows before its declared size "
+                         "%s: entry %s ran out of rows before its declared size "
                          "(the shards changed while exporting?)",
-                         x->out);
+                         x->out, e->name);
+}
+
+/* The read-ahead thread: every streamed entry, in order, block by block into free slots. */
+static void *read_ahead(void *arg)
+{
+    ex_ctx *x = arg;
+    ex_ahead *ra = &x->ra;
+    int rc = 0;
+    pthread_mutex_lock(&ra->mu);
+    for (size_t i = 0; rc == 0 && !ra->stop && i < x->n_entries; i++) {
+        ex_entry *e = &x->entries[i];
+        for (uint64_t made = 0; rc == 0 && !e->mem && made < e->size;) {
+            while (ra->count == EXPORT_SLOTS && !ra->stop)
+                pthread_cond_wait(&ra->cv, &ra->mu);
+            if (ra->stop)
+                break;
+            size_t k = (ra->head + ra->count) % EXPORT_SLOTS, len = 0;
+            pthread_mutex_unlock(&ra->mu);
+            rc = read_block(e, ra->slot[k], &len);
+            char *msg = rc ? strdup(h5s_error_message()) : NULL; /* messages are per thread */
+            pthread_mutex_lock(&ra->mu);
+            if (rc) {
+                ra->rc = rc;
+                ra->msg = msg;
+                break;
+            }
+            ra->slot_len[k] = len;
+            ra->slot_entry[k] = i;
+            ra->count++;
+            made += len;
+            pthread_cond_broadcast(&ra->cv);
+        }
+    }
+    ra->done = 1;
+    pthread_cond_broadcast(&ra->cv);
+    pthread_mutex_unlock(&ra->mu);
+    return NULL;
+}
+
+static int ahead_start(ex_ctx *x)
+{
+    ex_ahead *ra = &x->ra;
+    for (int k = 0; k < EXPORT_SLOTS; k++)
+        if (!(ra->slot[k] = malloc(x->block)))
+            return h5s_error_set(H5S_ENOMEM, "%s: out of memory for a block of %zu bytes", x->out,
+                                 x->block);
+    if (pthread_mutex_init(&ra->mu, NULL) != 0)
+        return h5s_error_set(H5S_ENOMEM, "%s: cannot create a mutex", x->out);
+    if (pthread_cond_init(&ra->cv, NULL) != 0) {
+        pthread_mutex_destroy(&ra->mu);
+        return h5s_error_set(H5S_ENOMEM, "%s: cannot create a condition variable", x->out);
+    }
+    if (pthread_create(&ra->thread, NULL, read_ahead, x) != 0) {
+        pthread_cond_destroy(&ra->cv);
+        pthread_mutex_destroy(&ra->mu);
+        return h5s_error_set(H5S_ENOMEM, "%s: cannot start the read-ahead thread", x->out);
+    }
+    ra->running = 1;
+    return 0;
+}
+
+static void ahead_stop(ex_ctx *x)
+{
+    ex_ahead *ra = &x->ra;
+    if (ra->running) {
+        pthread_mutex_lock(&ra->mu);
+        ra->stop = 1;
+        pthread_cond_broadcast(&ra->cv);
+        pthread_mutex_unlock(&ra->mu);
+        pthread_join(ra->thread, NULL);
+        pthread_cond_destroy(&ra->cv);
+        pthread_mutex_destroy(&ra->mu);
+        ra->running = 0;
+    }
+    for (int k = 0; k < EXPORT_SLOTS; k++) {
+        free(ra->slot[k]);
+        ra->slot[k] = NULL;
+    }
+    free(ra->msg);
+    ra->msg = NULL;
+}
+
+/* Gives back the slot the entry holds, so the thread can read into it. */
+static void release_block(ex_entry *e)
+{
+    ex_ahead *ra = &e->x->ra;
+    if (!e->holding)
+        return;
+    pthread_mutex_lock(&ra->mu);
+    ra->head = (ra->head + 1) % EXPORT_SLOTS;
+    ra->count--;
+    pthread_cond_broadcast(&ra->cv);
+    pthread_mutex_unlock(&ra->mu);
+    e->holding = 0;
+    e->buf = NULL;
+    e->len = e->pos = 0;
+}
+
+/* Takes the entry's next block from the read-ahead thread. */
+static int next_block(ex_entry *e)
+{
+    ex_ctx *x = e->x;
+    ex_ahead *ra = &x->ra;
+    release_block(e);
+    pthread_mutex_lock(&ra->mu);
+    while (ra->count == 0 && !ra->done)
+        pthread_cond_wait(&ra->cv, &ra->mu);
+    int rc = 0;
+    if (ra->count == 0 && ra->rc)
+        rc = h5s_error_restore(ra->rc, ra->msg ? ra->msg : "");
+    else if (ra->count == 0 || ra->slot_entry[ra->head] != (size_t)(e - x->entries))
+        rc =
+            h5s_error_set(H5S_EINVAL, "%s: entry %s: the TRX writer asked for entries out of order",
+                          x->out, e->name);
+    if (rc == 0) {
+        e->buf = ra->slot[ra->head];
+        e->len = ra->slot_len[ra->head];
+        e->pos = 0;
+        e->holding = 1;
+    }
+    pthread_mutex_unlock(&ra->mu);
+    return rc;
 }
 
 static int entry_fill(size_t *out_len, void *buf, size_t cap, void *payload)
@@ -248,10 +391,10 @@ static int entry_fill(size_t *out_len, void *buf, size_t cap, void *payload)
     size_t done = 0;
     while (done < cap) {
         if (e->pos == e->len) {
-            /* Ask HDF5 for more only when the writer wants more than this block holds. */
+            /* Take the next block only when the writer wants more than this one holds. */
             if (done > 0)
                 break;
-            int rc = refill(e);
+            int rc = next_block(e);
             if (rc)
                 return rc;
         }
@@ -265,19 +408,16 @@ static int entry_fill(size_t *out_len, void *buf, size_t cap, void *payload)
     return 0;
 }
 
-/* The writer calls fill until the declared size; the block is freed when that is reached,
- * so only the entry being written holds memory. */
+/* The writer calls fill until the declared size; the slot is given back when that is
+ * reached, so the next entry's blocks can follow. */
 static int entry_fill_and_release(size_t *out_len, void *buf, size_t cap, void *payload)
 {
     ex_entry *e = payload;
     int rc = entry_fill(out_len, buf, cap, payload);
     if (rc == 0) {
         e->given += *out_len;
-        if (e->given >= e->size) {
-            free(e->buf);
-            e->buf = NULL;
-            e->len = e->pos = 0;
-        }
+        if (e->given >= e->size)
+            release_block(e);
     }
     return rc;
 }
@@ -351,14 +491,11 @@ static int dpg_seen(const ex_ctx *x, size_t upto_shard, size_t upto_i, const cha
     return 0;
 }
 
-static int export_trx(ex_ctx *x, const h5s_tracts_export_options *o)
+/* Lists the TRX entries, names and sizes, in the order they are written (the read-ahead
+ * thread follows that order). */
+static int plan_trx(ex_ctx *x)
 {
     const h5s_tract_header *h0 = x->shards[0].h;
-    if (x->n_groups && x->ns > UINT32_MAX)
-        return h5s_error_set(H5S_ERANGE,
-                             "%s: %llu streamlines: TRX group indices are uint32, so groups "
-                             "cannot name them all",
-                             x->out, (unsigned long long)x->ns);
     size_t n_dpg = 0;
     for (size_t s = 0; s < x->n_shards; s++)
         n_dpg += x->shards[s].h->n_dpg;
@@ -366,53 +503,32 @@ static int export_trx(ex_ctx *x, const h5s_tracts_export_options *o)
     x->entries = calloc(max_entries, sizeof *x->entries);
     if (!x->entries)
         return h5s_error_set(H5S_ENOMEM, "%s: out of memory", x->out);
-
-    h5s_trx_write_options wo = H5S_TRX_WRITE_OPTIONS_INIT;
-    wo.mode = o->trx_mode;
-    wo.deflate_level = o->deflate_level;
-    wo.buffer_size = x->block;
-    h5s_trx_writer *w = NULL;
-    int rc = h5s_trx_writer_open(&w, x->out, &wo);
-    if (rc)
-        return rc;
-    h5s_tract_header th = *h0;
-    th.nb_streamlines = (int64_t)x->ns;
-    th.nb_vertices = (int64_t)x->nv;
-    rc = h5s_trx_writer_add_header(w, &th);
-    char name[4 * H5S_TRACT_NAME_MAX];
     size_t psize = h5s_dtype_size(h0->positions_dtype) * 3;
-    if (rc == 0)
-        rc = h5s_trx_entry_name(name, sizeof name, H5S_TRX_POSITIONS, NULL, NULL, 3,
+    ex_entry *e = new_entry(x, H5S_TRACTS_POSITIONS, 0, psize, x->nv * psize);
+    int rc = h5s_trx_entry_name(e->name, sizeof e->name, H5S_TRX_POSITIONS, NULL, NULL, 3,
                                 h0->positions_dtype);
-    if (rc == 0)
-        rc = h5s_trx_writer_add(w, name, x->nv * psize, entry_fill_and_release,
-                                new_entry(x, H5S_TRACTS_POSITIONS, 0, psize, x->nv * psize));
-    if (rc == 0)
-        rc = h5s_trx_writer_add(w, "offsets.uint64", (x->ns + 1) * 8, entry_fill_and_release,
-                                new_entry(x, H5S_TRACTS_OFFSETS, 0, 8, (x->ns + 1) * 8));
+    if (rc == 0) {
+        e = new_entry(x, H5S_TRACTS_OFFSETS, 0, 8, (x->ns + 1) * 8);
+        snprintf(e->name, sizeof e->name, "offsets.uint64");
+    }
     for (int kind = 0; kind < 2 && rc == 0; kind++) {
         size_t n = kind ? h0->n_dpv : h0->n_dps;
         const h5s_tract_field *f = kind ? h0->dpv : h0->dps;
         for (size_t i = 0; i < n && rc == 0; i++) {
             size_t rb = h5s_dtype_size(f[i].dtype) * f[i].ncols;
-            rc = h5s_trx_entry_name(name, sizeof name, kind ? H5S_TRX_DPV : H5S_TRX_DPS, NULL,
+            e = new_entry(x, kind ? H5S_TRACTS_DPV : H5S_TRACTS_DPS, i, rb,
+                          (kind ? x->nv : x->ns) * rb);
+            rc = h5s_trx_entry_name(e->name, sizeof e->name, kind ? H5S_TRX_DPV : H5S_TRX_DPS, NULL,
                                     f[i].name, f[i].ncols, f[i].dtype);
-            if (rc == 0)
-                rc =
-                    h5s_trx_writer_add(w, name, (kind ? x->nv : x->ns) * rb, entry_fill_and_release,
-                                       new_entry(x, kind ? H5S_TRACTS_DPV : H5S_TRACTS_DPS, i, rb,
-                                                 (kind ? x->nv : x->ns) * rb));
         }
     }
     for (size_t g = 0; g < x->n_groups && rc == 0; g++) {
         uint64_t total = 0;
         for (size_t s = 0; s < x->n_shards; s++)
             total += x->shards[s].group_valid[g];
-        rc = h5s_trx_entry_name(name, sizeof name, H5S_TRX_GROUP, NULL, x->group_names[g], 1,
+        e = new_entry(x, H5S_TRACTS_GROUP, g, 4, total * 4);
+        rc = h5s_trx_entry_name(e->name, sizeof e->name, H5S_TRX_GROUP, NULL, x->group_names[g], 1,
                                 H5S_UINT32);
-        if (rc == 0)
-            rc = h5s_trx_writer_add(w, name, total * 4, entry_fill_and_release,
-                                    new_entry(x, H5S_TRACTS_GROUP, g, 4, total * 4));
     }
     for (size_t s = 0; s < x->n_shards && rc == 0; s++) {
         const h5s_tract_header *h = x->shards[s].h;
@@ -425,20 +541,52 @@ static int export_trx(ex_ctx *x, const h5s_tracts_export_options *o)
             if (rc || !d)
                 break;
             size_t bytes = d->n_values * h5s_dtype_size(d->dtype);
-            rc = h5s_trx_entry_name(name, sizeof name, H5S_TRX_DPG, d->group, d->name, d->ncols,
-                                    d->dtype);
-            ex_entry *e = rc ? NULL : new_entry(x, H5S_TRACTS_GROUP, 0, bytes, bytes);
-            if (e) {
-                e->mem = d->raw;
-                rc = h5s_trx_writer_add(w, name, bytes, entry_fill, e);
-            }
+            e = new_entry(x, H5S_TRACTS_GROUP, 0, bytes, bytes);
+            e->mem = d->raw;
+            rc = h5s_trx_entry_name(e->name, sizeof e->name, H5S_TRX_DPG, d->group, d->name,
+                                    d->ncols, d->dtype);
         }
+    }
+    return rc;
+}
+
+static int export_trx(ex_ctx *x, const h5s_tracts_export_options *o)
+{
+    if (x->n_groups && x->ns > UINT32_MAX)
+        return h5s_error_set(H5S_ERANGE,
+                             "%s: %llu streamlines: TRX group indices are uint32, so groups "
+                             "cannot name them all",
+                             x->out, (unsigned long long)x->ns);
+    int rc = plan_trx(x);
+    if (rc)
+        return rc;
+    h5s_trx_write_options wo = H5S_TRX_WRITE_OPTIONS_INIT;
+    wo.mode = o->trx_mode;
+    wo.deflate_level = o->deflate_level;
+    wo.buffer_size = x->block;
+    h5s_trx_writer *w = NULL;
+    rc = h5s_trx_writer_open(&w, x->out, &wo);
+    if (rc)
+        return rc;
+    rc = ahead_start(x);
+    h5s_tract_header th = *x->shards[0].h;
+    th.nb_streamlines = (int64_t)x->ns;
+    th.nb_vertices = (int64_t)x->nv;
+    if (rc == 0)
+        rc = h5s_trx_writer_add_header(w, &th);
+    for (size_t i = 0; i < x->n_entries && rc == 0; i++) {
+        ex_entry *e = &x->entries[i];
+        rc = h5s_trx_writer_add(w, e->name, e->size, e->mem ? entry_fill : entry_fill_and_release,
+                                e);
     }
     if (rc) {
         h5s_trx_writer_discard(w);
+        ahead_stop(x);
         return rc;
     }
-    return h5s_trx_writer_close(w);
+    rc = h5s_trx_writer_close(w);
+    ahead_stop(x);
+    return rc;
 }
 
 /* ---- TCK and TRK ---- */
@@ -513,6 +661,7 @@ int h5s_tracts_export(const char *const *inputs, size_t n_inputs, const char *ou
     for (size_t s = 0; s < n_inputs && rc == 0; s++) {
         ex_shard *sh = &x.shards[s];
         h5s_tracts_reader_options ro = H5S_TRACTS_READER_OPTIONS_INIT;
+        ro.sequential = opts->format == H5S_TRACT_TRX; /* TCK/TRK read by streamline batches */
         rc = h5s_tracts_reader_open(&sh->r, inputs[s], &ro);
         if (rc)
             break;
@@ -548,8 +697,6 @@ int h5s_tracts_export(const char *const *inputs, size_t n_inputs, const char *ou
         report->shards = x.n_shards;
         report->bytes = x.bytes;
     }
-    for (size_t i = 0; i < x.n_entries; i++)
-        free(x.entries[i].buf);
     free(x.entries);
     for (size_t s = 0; s < x.n_shards; s++) {
         h5s_tracts_reader_close(x.shards[s].r);

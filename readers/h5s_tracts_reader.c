@@ -42,6 +42,7 @@ struct h5s_tracts_reader {
     hid_t status;
     int swmr;
     unsigned poll_ms;
+    int sequential; /* no chunk cache on unfiltered datasets (options) */
     h5s_writer_state state;
     tr_dset positions, offsets;
     tr_dset *dps, *dpv, *groups, *dpg; /* as many as the header's n_dps, ... */
@@ -128,6 +129,23 @@ static int dset_open(h5s_tracts_reader *r, tr_dset *d, const char *path, h5s_dty
     if (dapl >= 0)
         H5Pset_chunk_cache(dapl, TR_CHUNK_CACHE_SLOTS, TR_CHUNK_CACHE_BYTES, 1.0);
     d->id = H5Dopen2(r->file, path, dapl >= 0 ? dapl : H5P_DEFAULT);
+    if (d->id >= 0 && dapl >= 0 && r->sequential) {
+        /* HDF5 bypasses the cache for unfiltered chunks larger than it: with none, a block
+         * read copies each chunk once, from the file to the caller. Filtered chunks must be
+         * decoded whole, so they keep the cache (a block boundary inside one then decodes it
+         * once, not twice). */
+        hid_t dcpl = H5Dget_create_plist(d->id);
+        int nfilters = dcpl >= 0 ? H5Pget_nfilters(dcpl) : -1;
+        if (dcpl >= 0)
+            H5Pclose(dcpl);
+        if (nfilters == 0 && H5Pset_chunk_cache(dapl, 0, 0, 1.0) >= 0) {
+            hid_t id = H5Dopen2(r->file, path, dapl);
+            if (id >= 0) {
+                H5Dclose(d->id);
+                d->id = id;
+            }
+        }
+    }
     if (dapl >= 0)
         H5Pclose(dapl);
     if (d->id < 0)
@@ -594,6 +612,7 @@ int h5s_tracts_reader_open(h5s_tracts_reader **out, const char *path,
     }
     r->file = r->status = r->positions.id = r->offsets.id = H5I_INVALID_HID;
     r->poll_ms = opts->poll_ms ? opts->poll_ms : 1;
+    r->sequential = opts->version >= 2 && opts->sequential;
     hid_t fapl = h5s_format_swmr_read_fapl();
     if (fapl < 0) {
         h5s_tracts_reader_close(r);

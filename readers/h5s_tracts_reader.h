@@ -43,18 +43,22 @@ extern "C" {
 
 typedef struct h5s_tracts_reader h5s_tracts_reader;
 
-#define H5S_TRACTS_READER_OPTIONS_VERSION 1
+#define H5S_TRACTS_READER_OPTIONS_VERSION 2
 
 typedef struct {
-    unsigned version;    /* H5S_TRACTS_READER_OPTIONS_VERSION */
+    unsigned version;    /* H5S_TRACTS_READER_OPTIONS_VERSION (1: without `sequential`) */
     int open_timeout_ms; /* how long open waits for the file, its SWMR start and /tracts;
                             0 = try once, -1 = forever */
     unsigned poll_ms;    /* retry and poll interval (milliseconds) */
+    int sequential;      /* 1: reads will be large blocks in row order (exports): unfiltered
+                            datasets get no chunk cache, so HDF5 reads whole chunks straight
+                            into the caller's buffer instead of through the cache (one copy
+                            less); filtered ones keep theirs. 0: a 2 MiB cache per dataset */
 } h5s_tracts_reader_options;
 
 #define H5S_TRACTS_READER_OPTIONS_INIT                                                             \
     {                                                                                              \
-        H5S_TRACTS_READER_OPTIONS_VERSION, 0, 100                                                  \
+        H5S_TRACTS_READER_OPTIONS_VERSION, 0, 100, 0                                               \
     }
 
 /*
