@@ -10,11 +10,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "h5s_tractio.h"
@@ -333,6 +336,65 @@ static void test_tracts_reader__export_and_merge(void **state)
     assert_int_equal(n, 501);
 }
 
+/* The zip archive is written to a temporary file renamed at the end: a failed export leaves
+ * nothing, a good one leaves only the archive (and replaces an older one); the sequential
+ * reader (no chunk cache) reads the same bytes. */
+static void test_tracts_reader__export_zip_files(void **state)
+{
+    (void)state;
+    char src[1200], dir[1200], out[1300];
+    const uint8_t red[3] = {255, 0, 0};
+    write_file(tmp_path(src, sizeof src, "zipsrc.h5"), 400, red, H5S_FLOAT16);
+    const char *in[1] = {src};
+    h5s_tracts_export_options o = H5S_TRACTS_EXPORT_OPTIONS_INIT;
+    o.block_bytes = 4096;
+
+    snprintf(out, sizeof out, "%s/no-such-folder/x.trx", tmpdir);
+    assert_int_equal(h5s_tracts_export(in, 1, out, &o, NULL), H5S_EIO);
+    assert_non_null(strstr(h5s_error_message(), "no-such-folder/x.trx"));
+
+    tmp_path(dir, sizeof dir, "zipdir");
+    assert_true(mkdir(dir, 0777) == 0 || errno == EEXIST);
+    snprintf(out, sizeof out, "%s/one.trx", dir);
+    for (int round = 0; round < 2; round++) { /* the second replaces the first */
+        h5s_tracts_export_report rep;
+        assert_int_equal(h5s_tracts_export(in, 1, out, &o, &rep), 0);
+        assert_int_equal(rep.streamlines, 400);
+        DIR *d = opendir(dir);
+        assert_non_null(d);
+        int n = 0;
+        const struct dirent *de;
+        while ((de = readdir(d)) != NULL)
+            if (de->d_name[0] != '.') {
+                assert_string_equal(de->d_name, "one.trx");
+                n++;
+            }
+        closedir(d);
+        assert_int_equal(n, 1);
+    }
+    h5s_tract_reader *tr = NULL;
+    assert_int_equal(h5s_tract_open(&tr, out), 0);
+    assert_int_equal(h5s_tract_reader_header(tr)->nb_streamlines, 400);
+    h5s_tract_close(tr);
+
+    h5s_tracts_reader *r = NULL, *rs = NULL;
+    h5s_tracts_reader_options ro = H5S_TRACTS_READER_OPTIONS_INIT;
+    assert_int_equal(h5s_tracts_reader_open(&r, src, &ro), 0);
+    ro.sequential = 1;
+    assert_int_equal(h5s_tracts_reader_open(&rs, src, &ro), 0);
+    uint64_t nv = (uint64_t)h5s_tracts_reader_header(r)->nb_vertices;
+    unsigned char *a = malloc(nv * 6), *b = malloc(nv * 6);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(h5s_tracts_reader_read_rows(r, H5S_TRACTS_POSITIONS, 0, 0, nv, a, nv * 6), 0);
+    assert_int_equal(h5s_tracts_reader_read_rows(rs, H5S_TRACTS_POSITIONS, 0, 0, nv, b, nv * 6), 0);
+    assert_memory_equal(a, b, nv * 6);
+    free(a);
+    free(b);
+    h5s_tracts_reader_close(r);
+    h5s_tracts_reader_close(rs);
+}
+
 int main(void)
 {
     const char *t = getenv("H5S_TEST_TMP");
@@ -343,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_tracts_reader__open_errors),
         cmocka_unit_test(test_tracts_reader__live_follow),
         cmocka_unit_test(test_tracts_reader__export_and_merge),
+        cmocka_unit_test(test_tracts_reader__export_zip_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
