@@ -18,6 +18,11 @@
 #define H5S_ATTR_CREATOR "creator"                        /* "h5stream 0.1.0" or user's */
 #define H5S_ATTR_MODELS "h5stream_models"                 /* "frames" (comma list) */
 
+/* Root attributes of a sharded frames master (docs/shards.md), absent elsewhere. */
+#define H5S_ATTR_SHARD_RANKS "h5stream_shard_ranks" /* uint32: shards N */
+#define H5S_ATTR_SHARD_BLOCK "h5stream_shard_block" /* uint64: frames per block B */
+#define H5S_ATTR_SHARD_FILES "h5stream_shard_files" /* string: shard names, comma list */
+
 /*
  * Writer status: /h5stream/writer, a one-row compound dataset overwritten in place.
  * state: 0 = writing (SWMR), 1 = closed cleanly, 2 = closed after a writer error (the
