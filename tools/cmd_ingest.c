@@ -19,6 +19,7 @@
 #include "frame_source.h"
 #include "h5s_codec.h"
 #include "h5stream.h"
+#include "shard_run.h"
 
 #define DEFAULT_DATA_PATH "/entry/instrument/detector/data"
 #define MB 1e6
@@ -55,6 +56,15 @@ static const char ingest_usage[] =
     "                            (closed cleanly, or repaired by `h5stream recover`)\n"
     "  -q, --quiet               no summary on stdout\n"
     "  -h, --help                this help\n"
+    "\n"
+    "sharded writers (docs/shards.md): under mpirun, or with --rank/--ranks, rank R writes\n"
+    "OUT_R.h5 with the frames f where (f / B) mod N = R; rank 0 also writes OUT.h5, a\n"
+    "master of virtual datasets over every shard\n"
+    "      --rank R --ranks N    this process's rank and the rank count (default: Open\n"
+    "                            MPI's OMPI_COMM_WORLD_RANK/SIZE under mpirun)\n"
+    "      --block B             frames per round-robin block (default: frames per chunk)\n"
+    "      --shard-timeout MS    rank 0 gives up on a shard silent for MS ms (default "
+    "60000)\n"
     "\n"
     "Reference: docs/cli.md\n";
 
@@ -106,6 +116,8 @@ typedef struct {
     h5s_codec codec;
     h5s_file_options file;
     frame_source_options source;
+    shard_args shard;
+    const char *master; /* sharded: the master's path (the -o value) */
 } ingest_args;
 
 /* HDF5 names: absolute, no empty, "." or ".." parts, no trailing slash. */
@@ -142,7 +154,11 @@ static int parse_args(ingest_args *a, int argc, char **argv)
         OPT_FLUSH_EVERY,
         OPT_FLUSH_MS,
         OPT_LOCKING,
-        OPT_APPEND
+        OPT_APPEND,
+        OPT_RANK,
+        OPT_RANKS,
+        OPT_BLOCK,
+        OPT_SHARD_TIMEOUT
     };
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'},
@@ -164,6 +180,10 @@ static int parse_args(ingest_args *a, int argc, char **argv)
         {"flush-ms", required_argument, NULL, OPT_FLUSH_MS},
         {"locking", required_argument, NULL, OPT_LOCKING},
         {"append", no_argument, NULL, OPT_APPEND},
+        {"rank", required_argument, NULL, OPT_RANK},
+        {"ranks", required_argument, NULL, OPT_RANKS},
+        {"block", required_argument, NULL, OPT_BLOCK},
+        {"shard-timeout", required_argument, NULL, OPT_SHARD_TIMEOUT},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -278,6 +298,33 @@ static int parse_args(ingest_args *a, int argc, char **argv)
         case OPT_APPEND:
             a->append = 1;
             break;
+        case OPT_RANK:
+            if (cli_parse_u64(optarg, &u) != 0 || u >= H5S_MASTER_MAX_RANKS)
+                return usage_error("--rank: expected a whole number below %d, got '%s'",
+                                   H5S_MASTER_MAX_RANKS, optarg);
+            a->shard.rank = (uint32_t)u;
+            a->shard.rank_given = 1;
+            break;
+        case OPT_RANKS:
+            if (cli_parse_u64(optarg, &u) != 0 || u == 0 || u > H5S_MASTER_MAX_RANKS)
+                return usage_error("--ranks: expected a whole number from 1 to %d, got '%s'",
+                                   H5S_MASTER_MAX_RANKS, optarg);
+            a->shard.ranks = (uint32_t)u;
+            a->shard.ranks_given = 1;
+            break;
+        case OPT_BLOCK:
+            if (cli_parse_u64(optarg, &u) != 0 || u == 0 || u > ((uint64_t)1 << 40))
+                return usage_error("--block: expected a whole number of frames >= 1, got '%s'",
+                                   optarg);
+            a->shard.block = u;
+            break;
+        case OPT_SHARD_TIMEOUT:
+            if (cli_parse_u64(optarg, &u) != 0 || u == 0 || u > UINT_MAX)
+                return usage_error("--shard-timeout: expected a whole number of milliseconds "
+                                   ">= 1, got '%s'",
+                                   optarg);
+            a->shard.timeout_ms = (unsigned)u;
+            break;
         case 'q':
             a->quiet = 1;
             break;
@@ -301,6 +348,19 @@ static int parse_args(ingest_args *a, int argc, char **argv)
         return usage_error("%s cannot be used with --append: the dataset keeps the layout it "
                            "was created with",
                            a->layout_opt);
+    if (shard_resolve(&a->shard, a->output) != 0)
+        return usage_hint();
+    if (a->shard.sharded) {
+        if (a->append)
+            return usage_error("--append cannot be used by sharded writers (mpirun or --ranks)");
+        if (!a->shard.block)
+            a->shard.block = a->frames_per_chunk ? a->frames_per_chunk : 1;
+        a->master = a->output;
+        a->output = a->shard.shard_path;
+        a->source.shard_rank = a->shard.rank;
+        a->source.shard_ranks = a->shard.ranks;
+        a->source.shard_block = a->shard.block;
+    }
     return 0;
 }
 
@@ -508,6 +568,7 @@ static int ingest_frames(int argc, char **argv)
     a.codec = cdefaults;
     a.frames_per_chunk = 1;
     a.source.stop = &stop_flag;
+    a.shard.timeout_ms = SHARD_DEFAULT_TIMEOUT_MS;
 
     int rc = parse_args(&a, argc, argv);
     if (rc != 0)
@@ -555,8 +616,23 @@ static int ingest_frames(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &block, &old);
     h5s_file *file = NULL;
     h5s_frames *frames = NULL;
+    double started_wall = shard_wall_now();
     rc = create_output(&a, src, &file, &frames);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    h5s_master_options mo = H5S_MASTER_OPTIONS_INIT;
+    if (a.shard.sharded) {
+        mo.data_path = a.path;
+        mo.dtype = frame_source_dtype(src);
+        mo.rank = frame_source_rank(src);
+        memcpy(mo.dims, frame_source_dims(src), sizeof mo.dims);
+        mo.fill_value = a.fill;
+        mo.ranks = a.shard.ranks;
+        mo.block = a.shard.block;
+    }
+    /* The live master exists from the start, so readers can follow it at once. */
+    if (rc == 0 && a.shard.sharded && a.shard.rank == 0 &&
+        shard_master_begin(&a.shard, a.master, &mo) != 0)
+        rc = H5S_EIO;
 
     int status = rc == 0 ? CLI_OK : CLI_EDATA;
     uint64_t n = 0;
@@ -570,7 +646,10 @@ static int ingest_frames(int argc, char **argv)
             status = CLI_EDATA;
             break;
         }
-        rc = h5s_frames_append(frames, buf, fb, NULL);
+        /* A shard's frame_id is the frame's global number, so the master's frame_id
+         * reads 0, 1, 2, ... across shards. */
+        h5s_frame_meta meta = {a.shard.sharded, frame_source_index(src), 0, 0.0, NULL};
+        rc = h5s_frames_append(frames, buf, fb, &meta);
         if (rc != 0) {
             char what[64];
             snprintf(what, sizeof what, "frame %" PRIu64, n);
@@ -605,6 +684,18 @@ static int ingest_frames(int argc, char **argv)
     }
     free(buf);
 
+    /* Rank 0 turns the master final once every shard has closed. It also does so after
+     * an error or a signal, as long as its own shard was created: the master then holds
+     * what every shard committed. */
+    uint64_t master_frames = 0;
+    int master_rc = CLI_OK;
+    if (a.shard.sharded && a.shard.rank == 0 && frames) {
+        master_rc = shard_master_end(&a.shard, a.master, &mo, frame_source_count(src), started_wall,
+                                     stop_flag != 0, &master_frames);
+        if (master_rc != CLI_OK)
+            status = CLI_EDATA;
+    }
+
     const char *path = a.path ? a.path : DEFAULT_DATA_PATH;
     if (stop_flag) {
         cli_errorf("interrupted by %s: wrote %" PRIu64 " frames to %s:%s%s",
@@ -617,6 +708,10 @@ static int ingest_frames(int argc, char **argv)
     } else if (status == CLI_OK && !a.quiet) {
         print_summary(&a, src, n, total, blosc, seconds);
     }
+    if (a.shard.sharded && a.shard.rank == 0 && master_rc == CLI_OK && frames && !a.quiet)
+        printf("master %s:%s: %" PRIu64 " frames from %" PRIu32 " shards (blocks of %" PRIu64
+               " frames)\n",
+               a.master, path, master_frames, a.shard.ranks, a.shard.block);
     frame_source_close(src);
     return status;
 }

@@ -286,8 +286,13 @@ struct frame_source {
     uint64_t dims[3];
     size_t frame_elems;
     size_t frame_bytes;
-    uint64_t count;
-    uint64_t produced;
+    uint64_t count;    /* global frames: the stream is frames 0 .. count-1 */
+    uint64_t produced; /* frames handed out by this source (its shard's, when sharded) */
+    uint64_t next;     /* global number of the next frame this source hands out */
+    uint64_t last;     /* global number of the frame handed out last */
+    uint64_t seed;
+    uint32_t shard_rank, shard_ranks;
+    uint64_t shard_block;
     double rate;
     double t0;
     volatile sig_atomic_t *stop;
@@ -507,6 +512,14 @@ static void sim_row(rng_state *rs, const struct sim_tables *t, const uint8_t *pi
     *rs = r;
 }
 
+/* Every random frame draws from its own stream, seeded by (seed, frame number), so a
+ * shard that makes only some frames makes them as a single writer would. */
+static void seed_frame(frame_source *s, uint64_t frame)
+{
+    uint64_t x = s->seed;
+    rng_seed(&s->rng, splitmix64(&x) ^ frame);
+}
+
 static void sim_fill(frame_source *s, void *buf)
 {
     double row[POISSON_ROW];
@@ -606,11 +619,36 @@ static int raw_next(frame_source *s, void *buf)
     if (got < s->frame_bytes) {
         cli_errorf("raw:%s: short last frame: frame %llu starts at byte offset %llu but the "
                    "input ends at byte offset %llu (%zu of %zu bytes)",
-                   name, (unsigned long long)s->produced, (unsigned long long)s->offset,
+                   name, (unsigned long long)s->next, (unsigned long long)s->offset,
                    (unsigned long long)(s->offset + got), got, s->frame_bytes);
         return FRAME_SOURCE_EDATA;
     }
     s->offset += got;
+    return 1;
+}
+
+/* Passes over n frames of raw input that other shards own: a seek on a regular file, a
+ * read into scratch otherwise. Returns 1, 0 (the input ended) or FRAME_SOURCE_EDATA. */
+static int raw_skip(frame_source *s, uint64_t n, void *scratch)
+{
+    struct stat st;
+    if (n == 0)
+        return 1;
+    if (fstat(fileno(s->fp), &st) == 0 && S_ISREG(st.st_mode) &&
+        (double)n * (double)s->frame_bytes < 9.0e18) {
+        off_t to = (off_t)(s->offset + n * s->frame_bytes);
+        if (to >= st.st_size)
+            return 0;
+        if (fseeko(s->fp, to, SEEK_SET) == 0) {
+            s->offset = (uint64_t)to;
+            return 1;
+        }
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        int rc = raw_next(s, scratch);
+        if (rc != 1)
+            return rc;
+    }
     return 1;
 }
 
@@ -817,13 +855,14 @@ fail:
 
 static int h5_next(frame_source *s, void *buf)
 {
-    uint64_t index = s->produced % s->h5frames;
+    uint64_t index = s->next % s->h5frames;
     if (index != s->cached_index && h5_read(s, index) != 0)
         return FRAME_SOURCE_EDATA;
     if (!s->poisson) {
         memcpy(buf, s->cache, s->frame_bytes);
         return 1;
     }
+    seed_frame(s, s->next);
     poisson_fill(&s->rng, s->params, s->cache, buf, 0, s->dtype, s->frame_elems);
     return 1;
 }
@@ -843,6 +882,17 @@ int frame_source_open(frame_source **out, const char *spec, const frame_source_o
     s->h5file = s->dset = s->fspace = s->mspace = H5I_INVALID_HID;
     s->rate = o->rate;
     s->stop = o->stop;
+    s->seed = o->seed;
+    s->shard_rank = o->shard_rank;
+    s->shard_ranks = o->shard_ranks ? o->shard_ranks : 1;
+    s->shard_block = o->shard_block ? o->shard_block : 1;
+    if (s->shard_rank >= s->shard_ranks) {
+        cli_errorf("rank %u is not below the rank count %u", s->shard_rank, s->shard_ranks);
+        free(s);
+        return FRAME_SOURCE_EUSAGE;
+    }
+    /* A shard starts at the first frame of its first block. */
+    s->next = (uint64_t)s->shard_rank * s->shard_block;
     rng_seed(&s->rng, o->seed);
     poisson_tables_init();
 
@@ -867,6 +917,9 @@ int frame_source_open(frame_source **out, const char *spec, const frame_source_o
     if (s->kind != SRC_H5 && (o->repeat != 0 || o->poisson)) {
         cli_errorf("%s only applies to FILE.h5:/dataset sources",
                    o->poisson ? "--poisson" : "--repeat");
+        rc = FRAME_SOURCE_EUSAGE;
+    } else if (s->kind == SRC_RAW && s->shard_ranks > 1 && strcmp(spec, "raw:-") == 0) {
+        cli_errorf("raw:- cannot be sharded: each rank reads the input itself; give a file");
         rc = FRAME_SOURCE_EUSAGE;
     } else if (s->kind == SRC_RAW && (o->dtype == H5S_DTYPE_INVALID || o->rank == 0)) {
         cli_errorf("%s needs --dtype and --shape", spec);
@@ -894,14 +947,13 @@ int frame_source_open(frame_source **out, const char *spec, const frame_source_o
     return 0;
 }
 
-/* Sleeps until frame number s->produced is due. Returns 0, or 1 if stop was asked. */
+/* Sleeps until global frame s->next is due (frame f at f / rate after the start, so N
+ * shards together keep the rate). Returns 0, or 1 if stop was asked. */
 static int pace(frame_source *s)
 {
-    if (s->produced == 0) {
-        s->t0 = cli_now();
-        return 0;
-    }
-    double due = s->t0 + (double)s->produced / s->rate;
+    if (s->produced == 0)
+        s->t0 = cli_now() - (double)s->next / s->rate;
+    double due = s->t0 + (double)s->next / s->rate;
     /* cli_now() is CLOCK_MONOTONIC, so the deadline converts directly. */
     struct timespec ts;
     ts.tv_sec = (time_t)due;
@@ -916,28 +968,43 @@ static int pace(frame_source *s)
 
 int frame_source_next(frame_source *s, void *buf)
 {
-    if (s->produced >= s->count || stop_requested(s))
+    if (s->next >= s->count || stop_requested(s))
         return 0;
     if (s->rate > 0.0 && pace(s) != 0)
         return 0;
     int rc = 1;
     switch (s->kind) {
     case SRC_SIM:
+        seed_frame(s, s->next);
         sim_fill(s, buf);
         break;
     case SRC_RAMP:
-        ramp_fill(s, buf, s->produced);
+        ramp_fill(s, buf, s->next);
         break;
-    case SRC_RAW:
-        rc = raw_next(s, buf);
+    case SRC_RAW: {
+        /* Raw input first moves past the frames other shards own. */
+        uint64_t at = s->offset / s->frame_bytes;
+        rc = at < s->next ? raw_skip(s, s->next - at, buf) : 1;
+        if (rc == 1)
+            rc = raw_next(s, buf);
         break;
+    }
     case SRC_H5:
         rc = h5_next(s, buf);
         break;
     }
-    if (rc == 1)
-        s->produced++;
-    return rc;
+    if (rc != 1)
+        return rc;
+    s->produced++;
+    s->last = s->next;
+    /* On to this shard's next frame: the next in the block, or the next block's first. */
+    uint64_t after = s->next + 1;
+    if (s->shard_ranks > 1 && after % s->shard_block == 0) {
+        uint64_t skip = s->shard_block * (s->shard_ranks - 1);
+        after = skip > UINT64_MAX - after ? UINT64_MAX : after + skip;
+    }
+    s->next = after;
+    return 1;
 }
 
 void frame_source_close(frame_source *s)
@@ -985,6 +1052,11 @@ size_t frame_source_frame_bytes(const frame_source *s)
 uint64_t frame_source_count(const frame_source *s)
 {
     return s->count;
+}
+
+uint64_t frame_source_index(const frame_source *s)
+{
+    return s->last;
 }
 
 const char *frame_source_file(const frame_source *s)

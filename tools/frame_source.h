@@ -44,11 +44,18 @@ typedef struct {
     /* Set by a signal handler to ask for an early end: a pending sleep or read that a
      * signal interrupts then ends the stream instead of resuming. May be NULL. */
     volatile sig_atomic_t *stop;
+    /* Sharding (docs/shards.md): of the global frames 0 .. count-1, hand out only those
+     * of shard_rank, frame f being shard (f / shard_block) mod shard_ranks's. Each is
+     * made exactly as a single source would make it (random frames are seeded by the
+     * seed and the frame number). shard_ranks 0 or 1: every frame. */
+    uint32_t shard_rank;
+    uint32_t shard_ranks;
+    uint64_t shard_block; /* 0 = 1 */
 } frame_source_options;
 
 #define FRAME_SOURCE_OPTIONS_INIT                                                                  \
     {                                                                                              \
-        H5S_DTYPE_INVALID, 0, {0, 0, 0}, 0, 0, 1, 0, 0, 0.0, NULL                                  \
+        H5S_DTYPE_INVALID, 0, {0, 0, 0}, 0, 0, 1, 0, 0, 0.0, NULL, 0, 1, 1                         \
     }
 
 /*
@@ -73,8 +80,11 @@ unsigned frame_source_rank(const frame_source *src);
 /* The frame shape: rank values, slowest axis first. Borrowed. */
 const uint64_t *frame_source_dims(const frame_source *src);
 size_t frame_source_frame_bytes(const frame_source *src);
-/* Frames this source will produce, or FRAME_SOURCE_UNTIL_END. */
+/* Global frames of the stream (all shards together), or FRAME_SOURCE_UNTIL_END. */
 uint64_t frame_source_count(const frame_source *src);
+/* Global frame number (0-based, all shards counted) of the frame frame_source_next
+ * returned last: the frame's frame_id. Unspecified before the first frame. */
+uint64_t frame_source_index(const frame_source *src);
 /* Path of the input file for the h5 and raw sources, or NULL (sim, stdin). Borrowed. */
 const char *frame_source_file(const frame_source *src);
 
