@@ -37,10 +37,18 @@ struct h5s_reader {
     hid_t timestamp; /* H5I_INVALID_HID when the file has none */
     hid_t status;    /* H5I_INVALID_HID when the file has none */
     int swmr;        /* opened with SWMR_READ, so objects must be refreshed to see growth */
+    /* A sharded master (docs/shards.md): the datasets are virtual, reopened each poll with
+     * the first-missing view, and the file itself is replaced when the run ends. */
+    int vds;
+    hid_t vds_dapl;
+    hid_t fapl;     /* kept for reopening a replaced master */
+    dev_t file_dev; /* the file opened, to see that a new one took its path */
+    ino_t file_ino;
     unsigned poll_ms;
     h5s_frame_shape shape;
     uint64_t count;
     h5s_writer_state state;
+    int ts_present; /* the file has a timestamp dataset */
 };
 
 static void close_handles(h5s_reader *r)
@@ -256,9 +264,43 @@ static int refresh_one(h5s_reader *r, hid_t dset, const char *path)
     return 0;
 }
 
+static int try_open(h5s_reader *r, hid_t fapl);
+
+/*
+ * The datasets of a master are virtual: their extent is computed when they are opened,
+ * and in HDF5 1.10.8 H5Drefresh would also reset the view to LAST_AVAILABLE, so they are
+ * closed and opened again, the marker first (see do_refresh for the order).
+ */
+static int reopen_virtual(h5s_reader *r, hid_t *dset, const char *path)
+{
+    h5s_rd_close(dset, H5Dclose);
+    *dset = H5Dopen2(r->file, path, r->vds_dapl);
+    if (*dset < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot reopen the virtual dataset", r->path,
+                                path);
+    return 0;
+}
+
+/* Whether the path now names another file than the one open: rank 0 renames the final
+ * master over the live one. */
+static int master_replaced(const h5s_reader *r)
+{
+    struct stat st;
+    return stat(r->path, &st) == 0 && (st.st_dev != r->file_dev || st.st_ino != r->file_ino);
+}
+
 static int do_refresh(h5s_reader *r)
 {
     int rc;
+    if (r->vds && master_replaced(r)) {
+        /* The final master has exact counts; the count seen so far never shrinks. */
+        uint64_t seen = r->count;
+        close_handles(r);
+        rc = try_open(r, r->fapl);
+        if (r->count < seen)
+            r->count = seen;
+        return rc;
+    }
     /*
      * Status before the marker: the writer marks "closed" only after its final commit, so
      * a marker read after seeing "closed" is the final count and a follower that stops
@@ -272,14 +314,28 @@ static int do_refresh(h5s_reader *r)
     } else {
         r->state = H5S_WRITER_UNKNOWN;
     }
-    /* The marker before the payload: the writer flushes payload first, marker last. */
+    /* The marker before the payload: the writer flushes payload first, marker last. In a
+     * master, each shard's writer does, so the first-missing view of frame_id (the
+     * frames below every shard's marker) is opened before the data it covers. */
     uint64_t marker, n;
-    if ((rc = refresh_one(r, r->frame_id, r->fid_path)) != 0)
+    if (r->vds) {
+        h5s_rd_close(&r->data, H5Dclose);
+        h5s_rd_close(&r->timestamp, H5Dclose);
+        if ((rc = reopen_virtual(r, &r->frame_id, r->fid_path)) != 0)
+            return rc;
+    } else if ((rc = refresh_one(r, r->frame_id, r->fid_path)) != 0) {
         return rc;
+    }
     if (extent0(r->frame_id, &marker) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot get extent", r->path, r->fid_path);
-    if ((rc = refresh_one(r, r->data, r->data_path)) != 0)
+    if (r->vds) {
+        if ((rc = reopen_virtual(r, &r->data, r->data_path)) != 0)
+            return rc;
+        if (r->ts_present && (rc = reopen_virtual(r, &r->timestamp, r->ts_path)) != 0)
+            return rc;
+    } else if ((rc = refresh_one(r, r->data, r->data_path)) != 0) {
         return rc;
+    }
     if (extent0(r->data, &n) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot get extent", r->path, r->data_path);
     /* A frame counts only when every dataset holding part of it covers it; with a
@@ -287,7 +343,7 @@ static int do_refresh(h5s_reader *r)
     if (n < marker)
         marker = n;
     if (r->timestamp >= 0) {
-        if ((rc = refresh_one(r, r->timestamp, r->ts_path)) != 0)
+        if (!r->vds && (rc = refresh_one(r, r->timestamp, r->ts_path)) != 0)
             return rc;
         if (extent0(r->timestamp, &n) < 0)
             return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot get extent", r->path, r->ts_path);
@@ -312,6 +368,8 @@ static int try_open(h5s_reader *r, hid_t fapl)
     struct stat st;
     if (stat(r->path, &st) != 0)
         return h5s_error_set(H5S_EAGAIN, "%s: %s", r->path, strerror(errno));
+    r->file_dev = st.st_dev;
+    r->file_ino = st.st_ino;
 
     r->swmr = 1;
     r->file = H5Fopen(r->path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl);
@@ -342,6 +400,16 @@ static int try_open(h5s_reader *r, hid_t fapl)
     int rc = validate_data(r);
     if (rc != 0)
         return rc;
+    hid_t dcpl = H5Dget_create_plist(r->data);
+    r->vds = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_VIRTUAL;
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    /* Only frames every shard holds: a missing one would read as the fill value. */
+    if (r->vds && r->vds_dapl < 0) {
+        r->vds_dapl = H5Pcreate(H5P_DATASET_ACCESS);
+        if (r->vds_dapl < 0 || H5Pset_virtual_view(r->vds_dapl, H5D_VDS_FIRST_MISSING) < 0)
+            return h5s_error_set_h5(H5S_EIO, "%s: cannot set the virtual view", r->path);
+    }
 
     int found = find_sidecars(r);
     if (found < 0)
@@ -361,6 +429,7 @@ static int try_open(h5s_reader *r, hid_t fapl)
         return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot open", r->path, r->ts_path);
     if (r->timestamp >= 0 && (rc = check_per_frame(r, r->timestamp, r->ts_path, H5T_FLOAT)) != 0)
         return rc;
+    r->ts_present = r->timestamp >= 0;
 
     if (open_optional(r->file, H5S_STATUS_DATASET, &r->status) < 0)
         return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot open", r->path, H5S_STATUS_DATASET);
@@ -403,6 +472,7 @@ int h5s_reader_open(h5s_reader **out, const char *path, const char *dataset,
     if (!r)
         return h5s_error_set(H5S_ENOMEM, "h5s_reader_open: out of memory");
     r->file = r->data = r->frame_id = r->timestamp = r->status = H5I_INVALID_HID;
+    r->vds_dapl = r->fapl = H5I_INVALID_HID;
     r->poll_ms = opts->poll_ms ? opts->poll_ms : 1;
     r->path = strdup(path);
     int rc = r->path ? 0 : h5s_error_set(H5S_ENOMEM, "h5s_reader_open: out of memory");
@@ -460,7 +530,7 @@ int h5s_reader_open(h5s_reader **out, const char *path, const char *dataset,
             wait = opts->open_timeout_ms - elapsed;
         h5s_rd_sleep_ms(wait);
     }
-    H5Pclose(fapl);
+    r->fapl = fapl;
     if (rc != 0) {
         h5s_reader_close(r);
         return rc;
@@ -644,6 +714,8 @@ void h5s_reader_close(h5s_reader *reader)
     if (!reader)
         return;
     close_handles(reader);
+    h5s_rd_close(&reader->vds_dapl, H5Pclose);
+    h5s_rd_close(&reader->fapl, H5Pclose);
     free(reader->path);
     free(reader);
 }
