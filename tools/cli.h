@@ -43,6 +43,8 @@ int cli_tail_marc(int argc, char **argv, const char *path);
 int cli_bench_tracts(int argc, char **argv);
 int cli_bench_volumes(int argc, char **argv);
 int cli_bench_marc(int argc, char **argv);
+/* `bench frames --ranks N` (tools/shard_bench.c): argv[0] is "frames". */
+int cli_bench_frames_ranks(int argc, char **argv);
 
 /* Prints "h5stream: " + the formatted message + newline on stderr. */
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -735,6 +735,10 @@ int cli_bench(int argc, char **argv)
         cli_errorf("bench: unknown model '%s' (expected frames, tracts, volumes or marc)", argv[1]);
         return CLI_EUSAGE;
     }
+    /* Sharded writers have their own runs (tools/shard_bench.c). */
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--ranks") == 0 || strncmp(argv[i], "--ranks=", 8) == 0)
+            return cli_bench_frames_ranks(argc - 1, argv + 1);
     static const struct option longopts[] = {
         {"dir", required_argument, NULL, 'd'}, {"frames", required_argument, NULL, 'n'},
         {"quick", no_argument, NULL, 'q'},     {"no-sync", no_argument, NULL, 's'},
