@@ -556,10 +556,12 @@ int cli_bench_tracts(int argc, char **argv)
     printf("%-50s %12.2f M/s   (for reference)\n", "end-to-end rate incl. close + fsync",
            ok ? (double)n / ingp.res.total_s / 1e6 : 0);
     double exp_rate = ok ? (double)exp1.res.bytes / 1e6 / exp1.res.total_s : 0;
-    verdict("export MB/s / write()+fsync of the same bytes",
-            ok && copy_rate > 0 ? exp_rate / copy_rate : 0, ">=", 0.5, "x  ");
-    printf("%-50s %12.2f x     (for reference: dd writes zeros)\n", "export MB/s / dd MB/s",
-           ok && dd_rate > 0 ? exp_rate / dd_rate : 0);
+    /* The issue's criterion is dd's rate for the same number of bytes; writing the TRX's
+     * own bytes again is printed beside it, as a second view of the same disk. */
+    verdict("export MB/s / dd MB/s", ok && dd_rate > 0 ? exp_rate / dd_rate : 0, ">=", 0.5, "x  ");
+    printf("%-50s %12.2f x     (for reference: the TRX's own bytes)\n",
+           "export MB/s / write()+fsync of the same bytes",
+           ok && copy_rate > 0 ? exp_rate / copy_rate : 0);
     verdict("ingest peak RSS 10 N / N", ok ? (double)ing10.maxrss_kib / (double)ingp.maxrss_kib : 0,
             "<=", 1.10, "x  ");
     verdict("export peak RSS 10 N / N", ok ? (double)exp10.maxrss_kib / (double)exp1.maxrss_kib : 0,
