@@ -6,6 +6,7 @@
  *      with its source byte offset and ordinal; resynchronises on the 0x1D record
  *      terminator when the leader's length lies; keeps truncated tails and junk as records
  *      flagged so (nothing read is dropped). Memory: the largest record plus one block.
+ *      The cursor makes the same cuts without copying, over windows the caller holds.
  *   2. validation: one pure single pass over a record's bytes giving typed errors (code,
  *      byte offset within the record) with no allocation; the three modes (strict,
  *      lenient with repairs, permissive) decide acceptance from it.
@@ -149,6 +150,45 @@ int h5s_marc_scanner_next(h5s_marc_scanner *s, h5s_marc_span *out);
 
 /* Bytes of the stream consumed so far (records and separators). */
 uint64_t h5s_marc_scanner_offset(const h5s_marc_scanner *s);
+
+/*
+ * Zero-copy scanning: the scanner's cuts (same rules, same records, flags and ordinals)
+ * over bytes the caller holds, such as an mmap window or a read buffer; spans point into
+ * them. The caller hands windows of the stream, each holding the stream from the next
+ * uncut byte on (h5s_marc_cursor.offset); a record that runs past a window's end asks for
+ * the next window (H5S_EAGAIN). Plain data: put it on the stack, nothing to free.
+ */
+typedef struct h5s_marc_cursor {
+    const unsigned char *data; /* the window: stream bytes [window offset, + len) */
+    size_t len;
+    size_t pos;        /* next uncut byte, in data */
+    uint64_t offset;   /* stream offset of the next uncut byte */
+    uint64_t ordinal;  /* ordinal of the next record (may be set to continue a count) */
+    uint64_t skipped;  /* separators skipped since the last record */
+    size_t max_record; /* as for h5s_marc_scanner_create */
+    size_t searched;   /* internal: bytes after pos already searched for 0x1D */
+    size_t fetched;    /* internal: prefetched up to here in data */
+    int eof;           /* the window ends the stream */
+} h5s_marc_cursor;
+
+/* Initialises *c at stream offset 0, ordinal 0, no window yet. H5S_EINVAL when c is NULL. */
+int h5s_marc_cursor_init(h5s_marc_cursor *c, size_t max_record);
+
+/*
+ * Gives c the window data (len bytes, borrowed until the next window) holding the stream
+ * from offset; it must hold c->offset (offset <= c->offset <= offset + len). eof nonzero:
+ * the stream ends with it. H5S_EINVAL otherwise.
+ */
+int h5s_marc_cursor_window(h5s_marc_cursor *c, const void *data, size_t len, uint64_t offset,
+                           int eof);
+
+/*
+ * Cuts the next record of the window: 1 with *out set (out->data points into the window),
+ * H5S_EAGAIN when the record needs bytes past the window (hand a window from c->offset
+ * that reaches further, or one with eof), 0 when the stream is finished and empty.
+ * Never fails on bad data (see h5s_marc_scanner_next). Reentrant; c is not shared.
+ */
+int h5s_marc_cursor_next(h5s_marc_cursor *c, h5s_marc_span *out);
 
 /* --------------------------------------------------------------------- validation */
 

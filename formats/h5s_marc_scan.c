@@ -132,6 +132,60 @@ static int emit(h5s_marc_scanner *s, h5s_marc_span *out, size_t len, uint32_t fl
     return 1;
 }
 
+/*
+ * The cut of the record at p (avail bytes held; finished: nothing follows them). Returns 1
+ * with *len and *flags, or H5S_EAGAIN when more bytes are needed. *searched is how far a
+ * search for 0x1D from p has already failed (a hint kept between calls; 0 at first).
+ * Both the copying scanner and the cursor cut with it, so their records are the same.
+ */
+static int cut(const unsigned char *p, size_t avail, int finished, size_t max_record,
+               size_t *searched, size_t *len, uint32_t *flags)
+{
+    size_t want = avail >= 5 ? declared_length(p) : 0;
+    if (want < H5S_MARC_LEADER_LEN + 1)
+        want = 0;
+    *flags = 0;
+    if (want) {
+        if (avail >= want) {
+            if (p[want - 1] == H5S_MARC_RT) {
+                *len = want;
+                return 1;
+            }
+        } else if (!finished && want <= max_record) {
+            return H5S_EAGAIN;
+        }
+    }
+    /* The length lies (or is missing): cut at the next terminator. */
+    size_t from = *searched < avail ? *searched : avail;
+    const unsigned char *rt = memchr(p + from, H5S_MARC_RT, avail - from);
+    if (rt) {
+        *len = (size_t)(rt - p) + 1;
+        /*
+         * A record whose length holds but whose 0x1D is missing (it ends in 0x1E and the
+         * next record's leader follows) is cut at its length, not merged with the next.
+         */
+        if (want && want < *len && p[want - 1] == H5S_MARC_FT && avail >= want + 5 &&
+            declared_length(p + want) >= H5S_MARC_LEADER_LEN + 1) {
+            *len = want;
+            *flags = H5S_MARC_SPAN_NO_RT;
+        } else {
+            *flags = H5S_MARC_SPAN_RESYNC;
+        }
+        return 1;
+    }
+    *searched = avail;
+    if (!finished && avail < max_record)
+        return H5S_EAGAIN;
+    if (want && want <= avail && p[want - 1] == H5S_MARC_FT) {
+        *len = want;
+        *flags = H5S_MARC_SPAN_NO_RT;
+        return 1;
+    }
+    *len = avail < max_record ? avail : max_record;
+    *flags = H5S_MARC_SPAN_TRUNCATED;
+    return 1;
+}
+
 int h5s_marc_scanner_next(h5s_marc_scanner *s, h5s_marc_span *out)
 {
     if (!s || !out)
@@ -147,37 +201,83 @@ int h5s_marc_scanner_next(h5s_marc_scanner *s, h5s_marc_span *out)
         return s->finished ? 0 : H5S_EAGAIN;
     if (avail < 5 && !s->finished)
         return H5S_EAGAIN;
-    const unsigned char *p = s->buf + s->start;
-    size_t want = avail >= 5 ? declared_length(p) : 0;
-    if (want < H5S_MARC_LEADER_LEN + 1)
-        want = 0;
-    if (want) {
-        if (avail >= want) {
-            if (p[want - 1] == H5S_MARC_RT)
-                return emit(s, out, want, 0);
-        } else if (!s->finished && want <= s->max_record) {
-            return H5S_EAGAIN;
-        }
+    size_t len;
+    uint32_t flags;
+    int rc = cut(s->buf + s->start, avail, s->finished, s->max_record, &s->searched, &len, &flags);
+    return rc == 1 ? emit(s, out, len, flags) : rc;
+}
+
+/* ------------------------------------------------------------------------- cursor */
+
+int h5s_marc_cursor_init(h5s_marc_cursor *c, size_t max_record)
+{
+    if (!c)
+        return h5s_error_set(H5S_EINVAL, "marc cursor: NULL argument");
+    memset(c, 0, sizeof(*c));
+    c->max_record = max_record ? max_record : SCAN_DEFAULT_MAX;
+    if (c->max_record < 32)
+        c->max_record = 32;
+    return 0;
+}
+
+int h5s_marc_cursor_window(h5s_marc_cursor *c, const void *data, size_t len, uint64_t offset,
+                           int eof)
+{
+    if (!c || (!data && len))
+        return h5s_error_set(H5S_EINVAL, "marc cursor: NULL argument");
+    if (offset > c->offset || offset + len < c->offset)
+        return h5s_error_set(H5S_EINVAL,
+                             "marc cursor: window [%llu, %llu) does not hold stream byte %llu",
+                             (unsigned long long)offset, (unsigned long long)(offset + len),
+                             (unsigned long long)c->offset);
+    c->data = data;
+    c->len = len;
+    c->pos = (size_t)(c->offset - offset);
+    c->fetched = 0;
+    c->eof = eof != 0;
+    return 0;
+}
+
+int h5s_marc_cursor_next(h5s_marc_cursor *c, h5s_marc_span *out)
+{
+    if (!c || !out)
+        return h5s_error_set(H5S_EINVAL, "marc cursor: NULL argument");
+    const unsigned char *buf = c->data;
+    while (c->pos < c->len && (buf[c->pos] == '\n' || buf[c->pos] == '\r')) {
+        c->pos++;
+        c->offset++;
+        c->skipped++;
+        c->searched = 0;
     }
-    /* The length lies (or is missing): cut at the next terminator. */
-    size_t from = s->searched < avail ? s->searched : avail;
-    const unsigned char *rt = memchr(p + from, H5S_MARC_RT, avail - from);
-    if (rt) {
-        size_t len = (size_t)(rt - p) + 1;
-        /*
-         * A record whose length holds but whose 0x1D is missing (it ends in 0x1E and the
-         * next record's leader follows) is cut at its length, not merged with the next.
-         */
-        if (want && want < len && p[want - 1] == H5S_MARC_FT && avail >= want + 5 &&
-            declared_length(p + want) >= H5S_MARC_LEADER_LEN + 1)
-            return emit(s, out, want, H5S_MARC_SPAN_NO_RT);
-        return emit(s, out, len, H5S_MARC_SPAN_RESYNC);
-    }
-    s->searched = avail;
-    if (!s->finished && avail < s->max_record)
+    size_t avail = c->len - c->pos;
+    if (avail == 0)
+        return c->eof ? 0 : H5S_EAGAIN;
+    if (avail < 5 && !c->eof)
         return H5S_EAGAIN;
-    if (want && want <= avail && p[want - 1] == H5S_MARC_FT)
-        return emit(s, out, want, H5S_MARC_SPAN_NO_RT);
-    size_t len = avail < s->max_record ? avail : s->max_record;
-    return emit(s, out, len, H5S_MARC_SPAN_TRUNCATED);
+    const unsigned char *p = buf + c->pos;
+    size_t len;
+    uint32_t flags;
+    int rc = cut(p, avail, c->eof, c->max_record, &c->searched, &len, &flags);
+    if (rc != 1)
+        return rc;
+#if defined(__GNUC__)
+    /* Records are cut one after the other: fetch the lines of the next few ahead of time
+     * (their leaders are a chain of dependent loads the hardware cannot guess). */
+    size_t ahead = c->pos + len + 4096 < c->len ? c->pos + len + 4096 : c->len;
+    if (c->fetched < c->pos)
+        c->fetched = c->pos;
+    for (; c->fetched < ahead; c->fetched += 64)
+        __builtin_prefetch(buf + c->fetched);
+#endif
+    out->data = p;
+    out->len = len;
+    out->offset = c->offset;
+    out->ordinal = c->ordinal++;
+    out->skipped = c->skipped;
+    out->flags = flags;
+    c->skipped = 0;
+    c->searched = 0;
+    c->pos += len;
+    c->offset += len;
+    return 1;
 }

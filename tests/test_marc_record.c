@@ -182,6 +182,75 @@ static void test_marc_record__counts(void **state)
     }
 }
 
+/* The spans of a scan, copied out (data as an offset into the file). */
+typedef struct span_list {
+    h5s_marc_span *v;
+    size_t n, cap;
+    const unsigned char *base; /* the file's bytes when data points into them, else NULL */
+} span_list;
+
+static void keep_span(const h5s_marc_span *span, void *payload)
+{
+    span_list *l = payload;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->v = realloc(l->v, l->cap * sizeof(*l->v));
+        assert_non_null(l->v);
+    }
+    l->v[l->n] = *span;
+    l->v[l->n].data = NULL; /* the scanner's buffer is gone by the time they are compared */
+    l->n++;
+}
+
+/*
+ * The cursor over windows of the file (window bytes from the next uncut byte, grown when
+ * a record needs more) makes exactly the scanner's cuts, with the same offsets, lengths,
+ * flags, ordinals and separators, and spans that point into the window.
+ */
+static void test_marc_record__cursor_matches_scanner(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++) {
+        char path[4096];
+        data_path(path, sizeof(path), expected[i].name);
+        span_list want = {0};
+        scan_file(path, 65536, keep_span, &want);
+        size_t len;
+        unsigned char *all = slurp(path, &len);
+        size_t windows[3] = {len + 1, 4096, 61};
+        for (int w = 0; w < 3; w++) {
+            h5s_marc_cursor c;
+            assert_int_equal(h5s_marc_cursor_init(&c, 0), 0);
+            size_t got = 0, size = windows[w];
+            for (;;) {
+                size_t from = (size_t)c.offset, n = len - from < size ? len - from : size;
+                assert_int_equal(h5s_marc_cursor_window(&c, all + from, n, from, from + n == len),
+                                 0);
+                h5s_marc_span sp;
+                int rc, cut = 0;
+                while ((rc = h5s_marc_cursor_next(&c, &sp)) == 1) {
+                    assert_true(got < want.n);
+                    const h5s_marc_span *e = &want.v[got++];
+                    assert_ptr_equal(sp.data, all + sp.offset);
+                    assert_int_equal(sp.offset, e->offset);
+                    assert_int_equal(sp.len, e->len);
+                    assert_int_equal(sp.flags, e->flags);
+                    assert_int_equal(sp.ordinal, e->ordinal);
+                    assert_int_equal(sp.skipped, e->skipped);
+                    cut = 1;
+                }
+                if (rc == 0)
+                    break;
+                assert_int_equal(rc, -3);           /* H5S_EAGAIN */
+                size = cut ? windows[w] : 2 * size; /* a record longer than the window */
+            }
+            assert_int_equal(got, want.n);
+        }
+        free(all);
+        free(want.v);
+    }
+}
+
 static void append_accepted(const h5s_marc_span *span, void *payload)
 {
     h5s_marc_report r;
@@ -415,6 +484,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_marc_record__counts),
+        cmocka_unit_test(test_marc_record__cursor_matches_scanner),
         cmocka_unit_test(test_marc_record__roundtrip_clean),
         cmocka_unit_test(test_marc_record__bad_records),
         cmocka_unit_test(test_marc_record__accessors),

@@ -2,9 +2,9 @@
  * marc_ingest.c - the ISO 2709 ingest pipeline (marc_ingest.h).
  *
  *   this thread: maps (regular files) or read()s (pipes) big blocks of each source into a
- *                batch, cuts its records (see cut_records: the formats/ scanner decides
- *                every unusual case) and hands the batch to the parsers; the bytes of a
- *                record cut by the block end start the next batch;
+ *                batch, cuts its records with the formats/ cursor (the scanner's rules,
+ *                no copy) and hands the batch to the parsers; the bytes of a record cut
+ *                by the block end start the next batch;
  *   parsers:     check each record (h5s_marc_check in the run's mode), fill its index row,
  *                repair or convert into the batch's own arena (no per-record malloc);
  *   committer:   whichever parser finishes the next batch in input order appends it to
@@ -420,132 +420,39 @@ static void fail(pipeline *p, int rc, const char *fmt, const char *name, const c
 }
 
 /*
- * Cutting records. The well-formed case is decided here, without copying: after any
- * newlines, a record whose leader/00-04 is 5 digits >= 25 and whose byte at that length is
- * 0x1D is cut at that length, which is what the formats/ scanner does for it (its first
- * rule). Everything else (a lying or missing length, a missing 0x1D, truncation, junk) is
- * handed to a fresh formats/ scanner fed from that record's first byte in small pieces, so
- * its rules decide the cut; then the fast path goes on after that record. The scanner copies
- * what it is fed, so only the unusual records cost a copy.
+ * Cutting records: the formats/ cursor makes the scanner's cuts (its rules decide every
+ * unusual case: lying or missing lengths, a missing 0x1D, truncation, junk, newlines
+ * between records) over the batch's own bytes, so spans are offsets into the window and
+ * nothing is copied. One cursor per source carries the position and the ordinals from one
+ * window to the next.
  */
-#define SLOW_PIECE ((size_t)64 << 10)
-#define SCAN_MAX_RECORD ((size_t)16 << 20) /* the scanner's default max_record */
-
-typedef struct {
-    uint64_t pos; /* source offset of the next byte not yet cut */
-} cutter;
-
-static size_t leader_length(const unsigned char *p)
-{
-    size_t v = 0;
-    for (int i = 0; i < 5; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return 0;
-        v = v * 10 + (size_t)(p[i] - '0');
-    }
-    return v;
-}
-
-static int add_span(pipeline *p, batch *b, size_t off, size_t len, uint32_t flags,
-                    uint64_t *ordinal)
+static int add_span(pipeline *p, batch *b, const h5s_marc_span *sp)
 {
     if (b->n == b->cap_spans && batch_reserve_spans(b, b->n + 1)) {
         fail(p, H5S_ENOMEM, "%s: %s", p->names[b->source], "out of memory for record spans");
         return -1;
     }
     span_rec *r = &b->spans[b->n++];
-    r->off = off;
-    r->len = len;
-    r->flags = flags;
-    r->ordinal = (*ordinal)++;
+    r->off = (size_t)(sp->data - b->buf);
+    r->len = sp->len;
+    r->flags = sp->flags;
+    r->ordinal = sp->ordinal;
     return 0;
 }
 
-/*
- * The scanner's cut of the record at b->buf[at] (nothing before it is fed). Returns 1 with
- * *len and *flags set, 0 when more input is needed, -1 on failure.
- */
-static int slow_cut(pipeline *p, batch *b, size_t at, int eof, size_t *len, uint32_t *flags)
+/* Cuts every whole record of b (which holds the source from c->offset on). 0, or -1. */
+static int cut_records(pipeline *p, h5s_marc_cursor *c, batch *b, int eof, uint64_t *ordinal)
 {
-    h5s_marc_scanner *sc = NULL;
-    if (h5s_marc_scanner_create(&sc, SCAN_MAX_RECORD) != 0) {
-        fail(p, H5S_ENOMEM, "%s: %s", p->names[b->source], "out of memory for the scanner");
+    if (h5s_marc_cursor_window(c, b->buf, b->len, b->base, eof) != 0) {
+        fail(p, H5S_EINVAL, "%s: %s", p->names[b->source], h5s_error_message());
         return -1;
     }
-    size_t fed = at;
+    h5s_marc_span sp;
     int rc = 0;
-    /* The first piece reaches 5 bytes past the leader's length, as a whole-stream feed
-     * would, so the scanner's missing-0x1D rule (it peeks at the next leader) can apply. */
-    size_t first = SLOW_PIECE;
-    if (b->len - at >= 5 && leader_length(b->buf + at) + 5 > first)
-        first = leader_length(b->buf + at) + 5;
-    for (;;) {
-        h5s_marc_span sp;
-        int r = h5s_marc_scanner_next(sc, &sp);
-        if (r == 1) {
-            *len = sp.len;
-            *flags = sp.flags;
-            rc = 1;
-            break;
-        }
-        if (r != H5S_EAGAIN)
-            break; /* 0: nothing left (cannot happen: at < len) */
-        if (fed == b->len) {
-            if (!eof)
-                break; /* needs bytes of the next read */
-            h5s_marc_scanner_finish(sc);
-            continue;
-        }
-        size_t piece = fed == at ? first : SLOW_PIECE;
-        size_t n = b->len - fed < piece ? b->len - fed : piece;
-        if (h5s_marc_scanner_feed(sc, b->buf + fed, n) != 0) {
-            fail(p, H5S_ENOMEM, "%s: %s", p->names[b->source], "out of memory in the scanner");
-            rc = -1;
-            break;
-        }
-        fed += n;
-    }
-    h5s_marc_scanner_free(sc);
+    while (rc == 0 && h5s_marc_cursor_next(c, &sp) == 1)
+        rc = add_span(p, b, &sp);
+    *ordinal = c->ordinal;
     return rc;
-}
-
-/* Cuts every whole record of b from c->pos on. 0, or -1 (failed, set). */
-static int cut_records(pipeline *p, cutter *c, batch *b, int eof, uint64_t *ordinal)
-{
-    const unsigned char *buf = b->buf;
-    size_t at = (size_t)(c->pos - b->base), len = b->len;
-    for (;;) {
-        while (at < len && (buf[at] == '\n' || buf[at] == '\r'))
-            at++;
-        if (at == len)
-            break;
-        size_t avail = len - at;
-        if (avail < 5 && !eof)
-            break;
-        size_t want = avail >= 5 ? leader_length(buf + at) : 0;
-        if (want > H5S_MARC_LEADER_LEN) {
-            if (want <= avail && buf[at + want - 1] == H5S_MARC_RT) {
-                if (add_span(p, b, at, want, 0, ordinal) != 0)
-                    return -1;
-                at += want;
-                continue;
-            }
-            if (want > avail && !eof && want <= SCAN_MAX_RECORD)
-                break;
-        }
-        size_t rlen = 0;
-        uint32_t flags = 0;
-        int r = slow_cut(p, b, at, eof, &rlen, &flags);
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            break;
-        if (add_span(p, b, at, rlen, flags, ordinal) != 0)
-            return -1;
-        at += rlen;
-    }
-    c->pos = b->base + at;
-    return 0;
 }
 
 static void give_back(pipeline *p, batch *b)
@@ -580,7 +487,9 @@ static void read_mapped(pipeline *p, uint32_t sid, int fd, uint64_t size, uint64
     const char *name = p->names[sid];
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     uint64_t pos = 0; /* bytes mapped so far */
-    cutter c = {0};
+    h5s_marc_cursor c;
+    h5s_marc_cursor_init(&c, 0);
+    c.ordinal = *ordinal;
     batch *b = next_batch(p, sid, 0);
     while (b && !is_stopped(p)) {
         uint64_t end = size - pos > BLOCK_BYTES ? pos + BLOCK_BYTES : size;
@@ -605,7 +514,7 @@ static void read_mapped(pipeline *p, uint32_t sid, int fd, uint64_t size, uint64
                 break;
             continue; /* a record longer than the window: map a bigger one */
         }
-        batch *nb = eof ? NULL : next_batch(p, sid, c.pos);
+        batch *nb = eof ? NULL : next_batch(p, sid, c.offset);
         submit(p, b, seq);
         b = nb;
     }
@@ -618,7 +527,9 @@ static void read_stream(pipeline *p, uint32_t sid, int fd, uint64_t *seq, uint64
                         uint64_t *bytes_in)
 {
     const char *name = p->names[sid];
-    cutter c = {0};
+    h5s_marc_cursor c;
+    h5s_marc_cursor_init(&c, 0);
+    c.ordinal = *ordinal;
     batch *b = next_batch(p, sid, 0);
     int eof = 0;
     while (b && !eof && !is_stopped(p)) {
@@ -646,7 +557,7 @@ static void read_stream(pipeline *p, uint32_t sid, int fd, uint64_t *seq, uint64
         if (b->n == 0)
             continue;
         /* Bytes after the last record (a record cut by the block end) start the next. */
-        size_t tail_at = (size_t)(c.pos - b->base);
+        size_t tail_at = (size_t)(c.offset - b->base);
         size_t tail = b->len - tail_at;
         batch *nb = eof ? NULL : next_batch(p, sid, b->base + tail_at);
         if (nb && grow((void **)&nb->own, &nb->own_cap, tail + BLOCK_BYTES, 1)) {
