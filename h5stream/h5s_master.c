@@ -534,3 +534,154 @@ int h5s_master_shard_poll(h5s_shard_status *out, const char *shard_path, const c
     H5Eset_auto2(H5E_DEFAULT, fn, data);
     return 0;
 }
+
+/* ---- reading a master back, and recovering a run ---- */
+
+typedef struct {
+    char *data_path;
+    size_t size;
+    int found;
+} find_first;
+
+static int keep_first(const h5s_format_frames *frames, void *payload)
+{
+    find_first *f = payload;
+    if (!f->found)
+        snprintf(f->data_path, f->size, "%s", frames->data);
+    f->found = 1;
+    return 0;
+}
+
+int h5s_master_read_options(const char *path, h5s_master_options *out, char *data_path,
+                            size_t data_path_size, char *creator, size_t creator_size)
+{
+    if (!path || !out || !data_path || !creator || data_path_size == 0 || creator_size == 0)
+        return h5s_error_set(H5S_EINVAL, "h5s_master_read_options: NULL argument");
+    h5s_master_options o = H5S_MASTER_OPTIONS_INIT;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_file_locking(fapl, 0, 1);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (file < 0)
+        return h5s_error_set_h5(H5S_EIO, "%s: cannot open the master", path);
+    int rc = 0;
+    hid_t a = H5Aexists(file, H5S_ATTR_SHARD_RANKS) > 0
+                  ? H5Aopen(file, H5S_ATTR_SHARD_RANKS, H5P_DEFAULT)
+                  : H5I_INVALID_HID;
+    if (a < 0 || H5Aread(a, H5T_NATIVE_UINT32, &o.ranks) < 0)
+        rc = h5s_error_set(H5S_EFORMAT, "%s: not a shard master (no %s)", path,
+                           H5S_ATTR_SHARD_RANKS);
+    if (a >= 0)
+        H5Aclose(a);
+    a = rc == 0 && H5Aexists(file, H5S_ATTR_SHARD_BLOCK) > 0
+            ? H5Aopen(file, H5S_ATTR_SHARD_BLOCK, H5P_DEFAULT)
+            : H5I_INVALID_HID;
+    if (rc == 0 && (a < 0 || H5Aread(a, H5T_NATIVE_UINT64, &o.block) < 0))
+        rc = h5s_error_set(H5S_EFORMAT, "%s: no %s", path, H5S_ATTR_SHARD_BLOCK);
+    if (a >= 0)
+        H5Aclose(a);
+    creator[0] = '\0';
+    a = rc == 0 && H5Aexists(file, H5S_ATTR_CREATOR) > 0
+            ? H5Aopen(file, H5S_ATTR_CREATOR, H5P_DEFAULT)
+            : H5I_INVALID_HID;
+    hid_t t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+    if (t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) &&
+        H5Tget_size(t) < creator_size && H5Aread(a, t, creator) >= 0)
+        o.creator = creator;
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    find_first ff = {data_path, data_path_size, 0};
+    if (rc == 0 && (h5s_format_find_frames(file, path, keep_first, &ff) != 0 || !ff.found))
+        rc = h5s_error_set(H5S_EFORMAT, "%s: the master has no frames dataset", path);
+    hid_t d = rc == 0 ? H5Dopen2(file, data_path, H5P_DEFAULT) : H5I_INVALID_HID;
+    if (rc == 0 && d < 0)
+        rc = h5s_error_set_h5(H5S_EIO, "%s: cannot open %s", path, data_path);
+    if (d >= 0) {
+        hid_t type = H5Dget_type(d), space = H5Dget_space(d), dcpl = H5Dget_create_plist(d);
+        hsize_t dims[4] = {0, 0, 0, 0};
+        int rank = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+        o.dtype = type >= 0 ? h5s_format_dtype_of(type) : H5S_DTYPE_INVALID;
+        if (rank < 2 || rank > 4 || o.dtype == H5S_DTYPE_INVALID)
+            rc = h5s_error_set(H5S_EFORMAT, "%s: %s is not a frames dataset of rank 2 to 4", path,
+                               data_path);
+        else
+            H5Sget_simple_extent_dims(space, dims, NULL);
+        o.rank = rank >= 2 && rank <= 4 ? (unsigned)rank - 1 : 0;
+        for (unsigned i = 0; i < o.rank; i++)
+            o.dims[i] = dims[i + 1];
+        if (dcpl >= 0 && H5Pget_fill_value(dcpl, H5T_NATIVE_DOUBLE, &o.fill_value) < 0)
+            o.fill_value = 0;
+        if (dcpl >= 0)
+            H5Pclose(dcpl);
+        if (space >= 0)
+            H5Sclose(space);
+        if (type >= 0)
+            H5Tclose(type);
+        H5Dclose(d);
+    }
+    H5Fclose(file);
+    H5Eclear2(H5E_DEFAULT);
+    o.data_path = data_path;
+    *out = o;
+    return rc;
+}
+
+int h5s_master_recover(const char *path, h5s_master_recover_fn each, void *payload,
+                       uint64_t *out_frames, int32_t *out_state)
+{
+    h5s_error_clear();
+    h5s_master_options o;
+    char data_path[H5S_FORMAT_PATH_MAX], creator[256];
+    int rc =
+        h5s_master_read_options(path, &o, data_path, sizeof data_path, creator, sizeof creator);
+    if (rc)
+        return rc;
+    if (o.ranks < 1 || o.ranks > H5S_MASTER_MAX_RANKS || o.block < 1)
+        return h5s_error_set(H5S_EFORMAT, "%s: %u shards in blocks of %llu", path,
+                             (unsigned)o.ranks, (unsigned long long)o.block);
+    uint64_t *counts = calloc(o.ranks, sizeof *counts);
+    if (!counts)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", path);
+    int32_t state = H5S_STATE_CLOSED;
+    for (uint32_t r = 0; r < o.ranks && rc == 0; r++) {
+        char shard[4096];
+        rc = h5s_master_shard_path(shard, sizeof shard, path, r);
+        if (rc)
+            break;
+        h5s_recover_report rep;
+        memset(&rep, 0, sizeof rep);
+        int src = access(shard, F_OK) == 0
+                      ? h5s_recover(shard, &rep)
+                      : h5s_error_set(H5S_ENOTFOUND, "%s: no such shard", shard);
+        if (each)
+            each(shard, r, src, &rep, payload);
+        if (src == H5S_ESTATE) {
+            /* Its writer is alive: the run is not over, and the master must stay live. */
+            rc = h5s_error_prefix(src, "%s: shard %u", path, (unsigned)r);
+            break;
+        }
+        h5s_shard_status st;
+        h5s_master_shard_poll(&st, shard, o.data_path);
+        counts[r] = st.readable ? st.frames : 0;
+        /* A shard whose writer died, failed, or that is missing cuts the run short. */
+        if (src != 0 || !st.readable || st.state != H5S_STATE_CLOSED || rep.was_open)
+            state = H5S_STATE_FAILED;
+    }
+    /* Shards holding frames past the gap-free prefix mean frames the master cannot show:
+     * a rank stopped early, even when its shard was recovered (and says closed) since. */
+    uint64_t prefix = rc == 0 ? h5s_shard_prefix(counts, o.ranks, o.block) : 0;
+    for (uint32_t r = 0; r < o.ranks && rc == 0; r++)
+        if (counts[r] != h5s_shard_count(prefix, r, o.ranks, o.block))
+            state = H5S_STATE_FAILED;
+    uint64_t frames = 0;
+    if (rc == 0)
+        rc = h5s_master_finalize(path, &o, counts, state, &frames);
+    free(counts);
+    if (rc == 0 && out_frames)
+        *out_frames = frames;
+    if (rc == 0 && out_state)
+        *out_state = state;
+    return rc;
+}

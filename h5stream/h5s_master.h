@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "h5s_types.h"
+#include "h5stream.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -121,6 +122,35 @@ int h5s_master_shard_poll(h5s_shard_status *out, const char *shard_path, const c
  */
 int h5s_master_finalize(const char *path, const h5s_master_options *opts, const uint64_t *counts,
                         int32_t state, uint64_t *out_frames);
+
+/*
+ * Reads a master's options back from the file at path (shard count and block, the frames
+ * dataset's path, dtype, frame shape and fill value, creator), for h5s_master_finalize.
+ * data_path and creator receive the strings out->data_path and out->creator point to.
+ * Errors: H5S_EINVAL (NULL), H5S_EIO (cannot open), H5S_EFORMAT (not a shard master).
+ * Thread safety: see the file comment.
+ */
+int h5s_master_read_options(const char *path, h5s_master_options *out, char *data_path,
+                            size_t data_path_size, char *creator, size_t creator_size);
+
+/* Called by h5s_master_recover once per shard with h5s_recover's result (rc, and its
+ * report when rc is 0 or H5S_ECODEC). */
+typedef void (*h5s_master_recover_fn)(const char *shard, uint32_t rank, int rc,
+                                      const h5s_recover_report *report, void *payload);
+
+/*
+ * Ends a run whose ranks did not all close cleanly (docs/shards.md, "Recovery"): runs
+ * h5s_recover on every shard (a cleanly closed one is only read), then rewrites the master
+ * final with the gap-free prefix of what the shards hold: state 1 if every shard had
+ * closed cleanly and together they hold exactly that prefix, else 2 (a shard died, failed
+ * or is missing, or frames past the prefix had to be left out). out_frames: the master's
+ * frame count; out_state: the state written (both may be NULL).
+ * Errors: those of h5s_master_read_options; H5S_ESTATE when a shard's writer is still
+ * running (nothing is rewritten); H5S_EIO writing the master.
+ * Thread safety: see the file comment.
+ */
+int h5s_master_recover(const char *path, h5s_master_recover_fn each, void *payload,
+                       uint64_t *out_frames, int32_t *out_state);
 
 #ifdef __cplusplus
 }

@@ -281,6 +281,32 @@ def body(checks, p):
           res.returncode == 0 and shown == list(range(prefix)),
           "rc %d, %d lines; %s" % (res.returncode, len(shown), res.stderr[-300:]))
 
+    # 5b. `h5stream recover` of the master recovers every shard (again: they are closed
+    #     now, so only read) and rewrites the master final, with fixed mappings.
+    res = subprocess.run([p.bin, "recover", master], capture_output=True, text=True, env=env,
+                         timeout=120)
+    check("kill: recover of the master exits 0, a line per shard and the frames kept",
+          res.returncode == 0 and res.stdout.count("was ") == RANKS
+          and ("master rewritten final: %d frame" % prefix) in res.stdout,
+          (res.stdout + res.stderr)[-600:])
+    with h5py.File(master, "r") as f:  # a plain open: no SWMR, no view
+        ids = f[lib.FRAME_ID_PATH][:]
+        state = int(f["/h5stream/writer"][0]["state"])
+        data = f[lib.DATA_PATH]
+        checks.equal("kill: a plain reader of the final master sees exactly the prefix",
+                     ids.shape[0], prefix)
+        check("kill: the final master's frame_id is 0..n-1", np.array_equal(ids,
+                                                                      np.arange(prefix)))
+        bad = lib.first_mismatch(data[:prefix], lib.ramp_frames(0, prefix, SHAPE, np.uint16))
+        check("kill: the final master's frames have the right content", bad is None, bad or "")
+    checks.equal("kill: the final master says a shard was cut short (state 2)", state, 2)
+    res = subprocess.run([p.bin, "tail", master, "-f", "--json", "--timeout", "20000"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    shown = [json.loads(x)["frame_id"] for x in res.stdout.splitlines() if x.strip()]
+    check("kill: tail -f of the final master prints the prefix and stops (state 2: exit 1)",
+          res.returncode == 1 and shown == list(range(prefix)),
+          "rc %d, %d lines; %s" % (res.returncode, len(shown), res.stderr[-300:]))
+
     # 6. Usage errors exit 2 before anything is written.
     for args, what in (([ "--rank", "1"], "--rank without --ranks"),
                        (["--rank", "4", "--ranks", "4"], "a rank not below --ranks"),
