@@ -10,14 +10,18 @@
  * table shows the median and the best of each, ratios of the medians, and whether the
  * targets are met: ingest >= 5x yaz-marcdump -n and >= 1,000,000 records/s; MARCXML
  * export >= 4x yaz-marcdump -o marcxml. Outputs are deleted before each run and the page
- * cache is written back (sync) between runs, outside the timings.
+ * cache is written back (sync) between runs, outside the timings. Floors, timed on the same
+ * input, show what any ingest must spend: reading the mapped input, cutting and validating
+ * it (1 and N threads, nothing else), and writing its bytes to a file (pwrite, 1 MiB).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -240,6 +244,150 @@ static double our_export(bench *b, h5s_marc_format format, const char *path)
     return st.records == b->records ? t : -1;
 }
 
+/* ---- floors: the parts of an ingest timed alone ----------------------------------- */
+
+typedef struct {
+    const unsigned char *base;
+    const uint64_t *offs; /* record i is base[offs[i], offs[i + 1]) */
+    size_t first, end;    /* records of this thread */
+    uint64_t sum, bad;
+} floor_job;
+
+/* Maps the whole input (fresh, so page faults count as they do in an ingest). */
+static const unsigned char *map_input(const char *path, size_t *size)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size <= 0) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    *size = (size_t)st.st_size;
+    return m == MAP_FAILED ? NULL : m;
+}
+
+static void *touch_main(void *arg)
+{
+    floor_job *j = arg;
+    uint64_t sum = 0;
+    for (size_t i = j->first; i + 8 <= j->end; i += 8) {
+        uint64_t w;
+        memcpy(&w, j->base + i, 8);
+        sum += w;
+    }
+    j->sum = sum;
+    return NULL;
+}
+
+static void *validate_main(void *arg)
+{
+    floor_job *j = arg;
+    for (size_t i = j->first; i < j->end; i++) {
+        h5s_marc_report r;
+        const unsigned char *rec = j->base + j->offs[i];
+        if (h5s_marc_check(&r, NULL, rec, (size_t)(j->offs[i + 1] - j->offs[i]), H5S_MARC_STRICT) !=
+            1)
+            j->bad++;
+    }
+    return NULL;
+}
+
+/* Runs fn on threads jobs (record or byte ranges split evenly); returns the wall time. */
+static double run_jobs(void *(*fn)(void *), floor_job *jobs, int threads)
+{
+    pthread_t th[64];
+    double t0 = cli_now();
+    int started = 0;
+    for (; started < threads; started++)
+        if (pthread_create(&th[started], NULL, fn, &jobs[started]) != 0)
+            break;
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    return started == threads ? cli_now() - t0 : -1;
+}
+
+typedef struct {
+    samples read, cut, check1, checkn, write;
+} floors;
+
+/* One run of each floor. The record offsets come from the cut run. */
+static void measure_floors(bench *b, floors *f, int threads)
+{
+    size_t size = 0;
+    const unsigned char *m = map_input(b->input, &size);
+    if (!m) {
+        f->read.failed = f->cut.failed = f->check1.failed = f->checkn.failed = 1;
+        return;
+    }
+    floor_job jobs[64];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < threads; i++) {
+        jobs[i].base = m;
+        jobs[i].first = size / (size_t)threads * (size_t)i;
+        jobs[i].end = i == threads - 1 ? size : size / (size_t)threads * (size_t)(i + 1);
+    }
+    add(&f->read, run_jobs(touch_main, jobs, threads));
+    munmap((void *)(uintptr_t)m, size);
+
+    uint64_t *offs = malloc((b->records + 1) * sizeof *offs);
+    m = map_input(b->input, &size);
+    h5s_marc_cursor c;
+    h5s_marc_cursor_init(&c, 0);
+    size_t n = 0;
+    double t0 = cli_now();
+    if (m && offs && h5s_marc_cursor_window(&c, m, size, 0, 1) == 0) {
+        h5s_marc_span sp;
+        while (n < b->records && h5s_marc_cursor_next(&c, &sp) == 1)
+            offs[n++] = sp.offset;
+        offs[n] = c.offset;
+    }
+    add(&f->cut, n == b->records ? cli_now() - t0 : -1);
+    if (m)
+        munmap((void *)(uintptr_t)m, size);
+    for (int k = 0; k < 2 && n == b->records; k++) {
+        int nt = k == 0 ? 1 : threads;
+        m = map_input(b->input, &size);
+        if (!m)
+            break;
+        for (int i = 0; i < nt; i++) {
+            jobs[i].base = m;
+            jobs[i].offs = offs;
+            jobs[i].first = n / (size_t)nt * (size_t)i;
+            jobs[i].end = i == nt - 1 ? n : n / (size_t)nt * (size_t)(i + 1);
+            jobs[i].bad = 0;
+        }
+        double t = run_jobs(validate_main, jobs, nt);
+        for (int i = 0; i < nt; i++)
+            if (jobs[i].bad)
+                t = -1;
+        add(k == 0 ? &f->check1 : &f->checkn, t);
+        munmap((void *)(uintptr_t)m, size);
+    }
+    free(offs);
+
+    /* The bytes an ingest stores, written as the engine's writer thread writes them. */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/floor.bin", b->dir);
+    unsigned char *block = calloc(1, (size_t)1 << 20);
+    settle(path);
+    t0 = cli_now();
+    int fd = block ? open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
+    int ok = fd >= 0;
+    for (uint64_t off = 0; ok && off < b->bytes; off += (uint64_t)1 << 20) {
+        size_t k =
+            b->bytes - off < ((uint64_t)1 << 20) ? (size_t)(b->bytes - off) : (size_t)1 << 20;
+        ok = pwrite(fd, block, k, (off_t)off) == (ssize_t)k;
+    }
+    if (fd >= 0 && close(fd) != 0)
+        ok = 0;
+    add(&f->write, ok ? cli_now() - t0 : -1);
+    free(block);
+    settle(path);
+}
+
 static void print_row(const char *what, const samples *s, uint64_t records, uint64_t bytes)
 {
     if (s->failed || s->n == 0) {
@@ -349,7 +497,12 @@ int cli_bench_marc(int argc, char **argv)
     if (!have_yaz)
         printf("  yaz-marcdump not found (Debian package yaz): ratios are not measured\n");
     uint64_t accepted = 0;
+    int nthreads = b.threads ? b.threads : (int)(cores > 0 ? (cores < 64 ? cores : 64) : 1);
+    floors fl;
+    memset(&fl, 0, sizeof fl);
     for (uint64_t r = 0; r < reps; r++) {
+        settle(NULL);
+        measure_floors(&b, &fl, nthreads);
         settle(b.h5);
         add(&ingest, our_ingest(&b, &accepted));
         if (accepted != b.records)
@@ -385,6 +538,19 @@ int cli_bench_marc(int argc, char **argv)
     print_row("yaz-marcdump -o marcxml", &yaz_xml, b.records, b.bytes);
     printf("  (MB/s of the ISO 2709 input in every row; ISO 2709 export %s the input's size)\n",
            same_size ? "has" : "DOES NOT HAVE");
+    printf("\n  floors: parts of an ingest timed alone (ratio: yaz-marcdump -n / floor)\n");
+    char what[64];
+    snprintf(what, sizeof what, "read the mapped input, %d thread%s", nthreads,
+             nthreads > 1 ? "s" : "");
+    print_row(what, &fl.read, b.records, b.bytes);
+    print_row("cut records (cursor), 1 thread", &fl.cut, b.records, b.bytes);
+    print_row("validate strict, 1 thread", &fl.check1, b.records, b.bytes);
+    snprintf(what, sizeof what, "validate strict, %d thread%s", nthreads, nthreads > 1 ? "s" : "");
+    print_row(what, &fl.checkn, b.records, b.bytes);
+    print_row("pwrite the bytes (1 MiB blocks)", &fl.write, b.records, b.bytes);
+    printf("  %-34s %8.2fx (validate, %d threads) %8.2fx (pwrite alone)\n",
+           "yaz-marcdump -n / floor", ratio(&fl.checkn, &yaz_n), nthreads,
+           ratio(&fl.write, &yaz_n));
 
     double r_ing = ratio(&ingest, &yaz_n), r_iso = ratio(&iso, &yaz_iso),
            r_xml = ratio(&xml, &yaz_xml);
