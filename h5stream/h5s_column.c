@@ -325,16 +325,20 @@ int h5s_group_open_swmr(h5s_group *g)
     h5s_file *f = g->file;
     if (!g->marker)
         return h5s_error_set(H5S_EINVAL, "%s: group %s has no marker column", f->path, g->name);
-    size_t keep = f->opts.queue_bytes / 8;
+    /* Every chunk buffer that can exist at once is kept for reuse: the budget bounds how
+     * many there are, and a fresh 1 MiB buffer each time would cost its page faults. */
+    size_t keep = f->opts.queue_bytes;
     for (size_t i = 0; i < g->ncols; i++) {
         h5s_column *c = g->cols[i];
         c->dset = H5Dopen2(f->fid, c->path, H5P_DEFAULT);
         if (c->dset < 0)
             return h5s_error_set_h5(H5S_EIO, "%s: cannot reopen %s", f->path, c->path);
         c->extent = c->npreset;
-        size_t n = keep / c->chunk_bytes + 4;
-        h5s_pool_init(&c->raw_pool, c->chunk_bytes, n < 64 ? n : 64);
-        h5s_pool_init(&c->enc_pool, c->chunk_bound, n < 64 ? n : 64);
+        size_t n = keep / c->chunk_bytes + 8;
+        if (n > 65536)
+            n = 65536;
+        h5s_pool_init(&c->raw_pool, c->chunk_bytes, n);
+        h5s_pool_init(&c->enc_pool, c->chunk_bound, n);
     }
     g->last_cut = h5s_mono_now();
     return 0;

@@ -295,7 +295,7 @@ static void test_column__held_marker_chunks_force_cuts(void **state)
     char path[1200];
     tmp_path(path, sizeof path, "held.h5");
     h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
-    fo.queue_bytes = (size_t)2 << 20;
+    fo.queue_bytes = (size_t)1 << 20;
     fo.flush_every = 0;
     fo.flush_ms = 0;
     h5s_file *f;
@@ -305,11 +305,11 @@ static void test_column__held_marker_chunks_force_cuts(void **state)
     h5s_column_options o = H5S_COLUMN_OPTIONS_INIT;
     o.type = H5T_STD_U64LE;
     o.marker = 1;
-    o.chunk_rows = 1024; /* 8 KiB chunks: the cap is 2 MiB / 16 = 128 KiB, 16 chunks */
+    o.chunk_rows = 1024; /* 8 KiB chunks: the cap is 4 chunks (1 MiB / 16 is less) */
     h5s_column *c;
     assert_int_equal(h5s_column_create(&c, g, "/g/index", &o), 0);
     assert_int_equal(h5s_file_start_swmr(f), 0);
-    for (uint64_t i = 0; i < 200000; i++) {
+    for (uint64_t i = 0; i < 2000000; i++) {
         h5s_group_lock(g);
         assert_int_equal(h5s_column_append(c, &i, 1), 0);
         assert_int_equal(h5s_group_item_done(g, 1), 0);
@@ -317,14 +317,16 @@ static void test_column__held_marker_chunks_force_cuts(void **state)
     }
     h5s_file_stats st;
     assert_int_equal(h5s_file_stats_get(f, &st), 0);
-    /* 200,000 rows are 195 chunks: a commit at least every 17 of them. */
+    /* 2,000,000 rows are 1,953 chunks, 15 times the 128 chunks the budget lets a producer
+     * run ahead of the writer: the writer holds more than the cap long before the producer
+     * ends, so cuts, and commits, happen while it streams (without the cap: only at close). */
     assert_true(st.commits >= 5);
     assert_true(h5s_group_committed(g) > 0);
     assert_int_equal(h5s_file_close(f), 0);
     hid_t rf = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    assert_int_equal(extent_of(rf, "/g/index"), 200000);
-    uint64_t *v = read_all(rf, "/g/index", H5T_NATIVE_UINT64, 200000 * 8);
-    for (uint64_t i = 0; i < 200000; i++)
+    assert_int_equal(extent_of(rf, "/g/index"), 2000000);
+    uint64_t *v = read_all(rf, "/g/index", H5T_NATIVE_UINT64, 2000000 * 8);
+    for (uint64_t i = 0; i < 2000000; i++)
         assert_int_equal(v[i], i);
     free(v);
     H5Fclose(rf);
