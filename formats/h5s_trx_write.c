@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,8 +190,10 @@ static zip_int64_t source_cb(void *ud, void *data, zip_uint64_t len, zip_source_
  * pieces; this one gathers libzip's small writes into TRX_SINK_BYTES blocks written with one
  * pwrite() each and, on Linux, starts the writeback of every block at once
  * (sync_file_range), so the disk writes while the next block is made instead of all at the
- * caller's fsync. As libzip's file source, it writes a temporary file beside the target and
- * renames it at commit, so a failed export leaves no archive. */
+ * caller's fsync. The pwrite runs on a thread of its own, on a second buffer, so libzip
+ * (which computes every stored entry's CRC-32 on the caller's thread) goes on filling the
+ * next block meanwhile. As libzip's file source, it writes a temporary file beside the
+ * target and renames it at commit, so a failed export leaves no archive. */
 typedef struct {
     h5s_trx_writer *w;
     int fd;
@@ -198,9 +201,20 @@ typedef struct {
     unsigned char *buf; /* bytes [off, off + len) of the file */
     size_t cap, len;
     uint64_t off;
-    uint64_t size;   /* bytes of the file, buffered ones included */
-    uint64_t synced; /* writeback started below this offset */
+    uint64_t size; /* bytes of the file, buffered ones included */
     zip_error_t zerr;
+
+    /* The background write of the previous block (under mu). */
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int running;          /* th exists */
+    int busy, stop;       /* a block is being written; th must end */
+    unsigned char *spare; /* the other buffer: the block being written, or free */
+    size_t job_len;
+    uint64_t job_off;
+    uint64_t synced; /* writeback started below this offset (th only) */
+    int job_errno;   /* the first failed pwrite's errno (0: none) */
 } trx_sink;
 
 static int sink_fail(trx_sink *s, int zip_code, const char *what)
@@ -211,43 +225,107 @@ static int sink_fail(trx_sink *s, int zip_code, const char *what)
     return -1;
 }
 
+/* The background thread: writes each block handed to it, then starts its writeback. */
+static void *sink_main(void *arg)
+{
+    trx_sink *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->busy && !s->stop)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->busy)
+            break;
+        const unsigned char *p = s->spare;
+        size_t n = s->job_len;
+        uint64_t at = s->job_off;
+        pthread_mutex_unlock(&s->mu);
+        int err = 0;
+        while (n > 0) {
+            ssize_t k = pwrite(s->fd, p, n, (off_t)at);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                err = k == 0 ? EIO : errno;
+                break;
+            }
+            p += k;
+            n -= (size_t)k;
+            at += (uint64_t)k;
+        }
+#ifdef SYNC_FILE_RANGE_WRITE
+        /* Write-behind: a hint, so its failure is not an error (fsync reports real ones). */
+        if (err == 0 && at >= s->synced + s->cap) {
+            (void)sync_file_range(s->fd, (off_t)s->synced, (off_t)(at - s->synced),
+                                  SYNC_FILE_RANGE_WRITE);
+            s->synced = at;
+        }
+#endif
+        pthread_mutex_lock(&s->mu);
+        if (err && !s->job_errno)
+            s->job_errno = err;
+        s->busy = 0;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Waits until the block in flight is written; -1 (error kept) if a write failed. */
+static int sink_drain(trx_sink *s)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->busy)
+        pthread_cond_wait(&s->cv, &s->mu);
+    int err = s->job_errno;
+    pthread_mutex_unlock(&s->mu);
+    if (err) {
+        errno = err;
+        return sink_fail(s, ZIP_ER_WRITE, "cannot write the archive");
+    }
+    return 0;
+}
+
+/* Hands the buffered bytes to the background thread and goes on in the other buffer. */
 static int sink_flush(trx_sink *s)
 {
-    const unsigned char *p = s->buf;
-    size_t n = s->len;
-    uint64_t at = s->off;
-    while (n > 0) {
-        ssize_t k = pwrite(s->fd, p, n, (off_t)at);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            if (k == 0)
-                errno = EIO;
-            return sink_fail(s, ZIP_ER_WRITE, "cannot write the archive");
-        }
-        p += k;
-        n -= (size_t)k;
-        at += (uint64_t)k;
-    }
-    s->off = at;
+    if (s->len == 0)
+        return 0;
+    if (sink_drain(s) != 0)
+        return -1;
+    pthread_mutex_lock(&s->mu);
+    unsigned char *full = s->buf;
+    s->buf = s->spare;
+    s->spare = full;
+    s->job_len = s->len;
+    s->job_off = s->off;
+    s->busy = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    s->off += s->len;
     s->len = 0;
-#ifdef SYNC_FILE_RANGE_WRITE
-    /* Write-behind: a hint, so its failure is not an error (fsync reports real ones). */
-    if (s->off >= s->synced + s->cap) {
-        (void)sync_file_range(s->fd, (off_t)s->synced, (off_t)(s->off - s->synced),
-                              SYNC_FILE_RANGE_WRITE);
-        s->synced = s->off;
-    }
-#endif
     return 0;
+}
+
+/* Ends the background thread (after the block in flight). */
+static void sink_stop(trx_sink *s)
+{
+    if (!s->running)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->th, NULL);
+    s->running = 0;
+    s->stop = 0;
 }
 
 static int sink_begin(trx_sink *s)
 {
     size_t n = strlen(s->w->path) + 32;
-    if (!s->buf && !(s->buf = malloc(s->cap))) {
+    if ((!s->buf && !(s->buf = malloc(s->cap))) || (!s->spare && !(s->spare = malloc(s->cap)))) {
         errno = ENOMEM;
-        return sink_fail(s, ZIP_ER_MEMORY, "no memory for the archive buffer");
+        return sink_fail(s, ZIP_ER_MEMORY, "no memory for the archive buffers");
     }
     char *name = malloc(n);
     if (!name) {
@@ -280,11 +358,24 @@ static int sink_begin(trx_sink *s)
     s->tmp = name;
     s->off = s->size = s->synced = 0;
     s->len = 0;
+    s->job_errno = 0;
+    if (pthread_create(&s->th, NULL, sink_main, s) != 0) {
+        errno = EAGAIN;
+        sink_fail(s, ZIP_ER_INTERNAL, "cannot start the archive's write thread");
+        close(s->fd);
+        s->fd = -1;
+        unlink(s->tmp);
+        free(s->tmp);
+        s->tmp = NULL;
+        return -1;
+    }
+    s->running = 1;
     return 0;
 }
 
 static void sink_drop_tmp(trx_sink *s)
 {
+    sink_stop(s);
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
@@ -296,8 +387,9 @@ static void sink_drop_tmp(trx_sink *s)
 
 static int sink_commit(trx_sink *s)
 {
-    if (sink_flush(s) != 0)
+    if (sink_flush(s) != 0 || sink_drain(s) != 0)
         return -1;
+    sink_stop(s);
     int fd = s->fd;
     s->fd = -1;
     if (close(fd) != 0) {
@@ -358,7 +450,8 @@ static zip_int64_t sink_cb(void *ud, void *data, zip_uint64_t len, zip_source_cm
             zip_error_set(&s->zerr, ZIP_ER_INVAL, 0);
             return -1;
         }
-        if (sink_flush(s) != 0)
+        /* The block in flight must land before bytes at another offset are buffered. */
+        if (sink_flush(s) != 0 || sink_drain(s) != 0)
             return -1;
         s->off = (uint64_t)(base + a->offset);
         return 0;
@@ -380,6 +473,9 @@ static zip_int64_t sink_cb(void *ud, void *data, zip_uint64_t len, zip_source_cm
     case ZIP_SOURCE_FREE:
         sink_drop_tmp(s);
         free(s->buf);
+        free(s->spare);
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
         zip_error_fini(&s->zerr);
         free(s);
         return 0;
@@ -405,6 +501,8 @@ static int open_archive(h5s_trx_writer *w)
     s->w = w;
     s->fd = -1;
     s->cap = TRX_SINK_BYTES;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
     zip_error_init(&s->zerr);
     zip_error_t ze;
     zip_error_init(&ze);
@@ -419,6 +517,8 @@ static int open_archive(h5s_trx_writer *w)
             zip_source_free(src); /* frees s (ZIP_SOURCE_FREE) */
         else {
             zip_error_fini(&s->zerr);
+            pthread_cond_destroy(&s->cv);
+            pthread_mutex_destroy(&s->mu);
             free(s);
         }
     }
