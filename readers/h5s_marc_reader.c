@@ -1081,8 +1081,10 @@ static int export_plain_iso(h5s_marc_reader *r, FILE *fp, h5s_marc_export_stats 
     return 0;
 }
 
+/* Exports r's records through the formatting pool. head/tail: write the collection's
+ * opening/closing (the first and last of several files exported as one). */
 static int export_pooled(h5s_marc_reader *r, FILE *fp, const h5s_marc_export_options *o,
-                         h5s_marc_export_stats *st)
+                         h5s_marc_export_stats *st, int head, int tail)
 {
     export_pool *p = calloc(1, sizeof *p);
     if (!p)
@@ -1109,7 +1111,8 @@ static int export_pooled(h5s_marc_reader *r, FILE *fp, const h5s_marc_export_opt
     h5s_marc_writer hw;
     memset(&hw, 0, sizeof hw);
     if (rc == 0 && (rc = h5s_marc_writer_begin(&hw, o->format, o->flags, NULL)) == 0) {
-        rc = write_all(fp, hw.out.data, hw.out.len, st);
+        if (head)
+            rc = write_all(fp, hw.out.data, hw.out.len, st);
         hw.out.len = 0;
     }
     uint64_t row = 0, seq = 0;
@@ -1120,7 +1123,9 @@ static int export_pooled(h5s_marc_reader *r, FILE *fp, const h5s_marc_export_opt
         if ((rc = read_into(r, row, MARC_ITER_ROWS, MARC_ITER_BYTES, &j->in)) != 0)
             break;
         row += j->in.batch.n;
-        j->first = seq == 0;
+        /* Only the first record of the whole output goes without a separator; a later
+         * file's first record follows the previous file's last one. */
+        j->first = seq == 0 && st->records == 0;
         j->done = 0;
         pthread_mutex_lock(&p->mu);
         p->submitted = ++seq;
@@ -1146,7 +1151,7 @@ static int export_pooled(h5s_marc_reader *r, FILE *fp, const h5s_marc_export_opt
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
-    if (rc == 0 && o->format != H5S_MARC_ISO2709) {
+    if (rc == 0 && tail && o->format != H5S_MARC_ISO2709) {
         rc = h5s_marc_writer_end(&hw);
         if (rc == 0)
             rc = write_all(fp, hw.out.data, hw.out.len, st);
@@ -1163,31 +1168,44 @@ static int export_pooled(h5s_marc_reader *r, FILE *fp, const h5s_marc_export_opt
     return rc;
 }
 
-int h5s_marc_export_file(const char *h5path, FILE *fp, const h5s_marc_export_options *opts,
-                         h5s_marc_export_stats *out)
+int h5s_marc_export_files(const char *const *h5paths, size_t n, FILE *fp,
+                          const h5s_marc_export_options *opts, h5s_marc_export_stats *out)
 {
     static const h5s_marc_export_options defaults = H5S_MARC_EXPORT_OPTIONS_INIT;
-    if (!h5path || !fp)
-        return h5s_error_set(H5S_EINVAL, "h5s_marc_export_file: NULL argument");
+    h5s_marc_export_stats st = {0, 0, 0};
+    if (out)
+        *out = st;
+    if (!h5paths || n == 0 || !fp)
+        return h5s_error_set(H5S_EINVAL, "h5s_marc_export_files: NULL argument or no file");
     if (!opts)
         opts = &defaults;
     if (opts->version != H5S_MARC_EXPORT_OPTIONS_VERSION || (unsigned)opts->format > H5S_MARC_LINE)
         return h5s_error_set(H5S_EINVAL, "h5s_marc_export_file: bad options");
-    h5s_marc_export_stats st = {0, 0, 0};
-    h5s_marc_reader_options ro = H5S_MARC_READER_OPTIONS_INIT;
-    ro.rejected = opts->rejected;
-    h5s_marc_reader *r = NULL;
-    int rc = h5s_marc_reader_open(&r, h5path, &ro);
-    if (rc == 0) {
-        if (opts->format == H5S_MARC_ISO2709 && !(opts->flags & H5S_MARC_WRITE_MARC8_TO_UTF8))
-            rc = export_plain_iso(r, fp, &st);
-        else
-            rc = export_pooled(r, fp, opts, &st);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        h5s_marc_reader_options ro = H5S_MARC_READER_OPTIONS_INIT;
+        ro.rejected = opts->rejected;
+        h5s_marc_reader *r = NULL;
+        rc = h5s_marc_reader_open(&r, h5paths[i], &ro);
+        if (rc == 0) {
+            if (opts->format == H5S_MARC_ISO2709 && !(opts->flags & H5S_MARC_WRITE_MARC8_TO_UTF8))
+                rc = export_plain_iso(r, fp, &st);
+            else
+                rc = export_pooled(r, fp, opts, &st, i == 0, i + 1 == n);
+        }
+        h5s_marc_reader_close(r);
     }
     if (rc == 0 && fflush(fp) != 0)
         rc = h5s_error_set(H5S_EIO, "marc export: flush failed: %s", strerror(errno));
-    h5s_marc_reader_close(r);
     if (out)
         *out = st;
     return rc;
+}
+
+int h5s_marc_export_file(const char *h5path, FILE *fp, const h5s_marc_export_options *opts,
+                         h5s_marc_export_stats *out)
+{
+    if (!h5path)
+        return h5s_error_set(H5S_EINVAL, "h5s_marc_export_file: NULL argument");
+    return h5s_marc_export_files(&h5path, 1, fp, opts, out);
 }

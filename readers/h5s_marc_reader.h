@@ -186,6 +186,17 @@ typedef struct {
 int h5s_marc_export_file(const char *h5path, FILE *fp, const h5s_marc_export_options *opts,
                          h5s_marc_export_stats *out);
 
+/*
+ * As h5s_marc_export_file for several files (shards of one run, docs/shards.md) written
+ * as one output, in the order given: ISO 2709 is their records back to back, MARCXML one
+ * collection, MARC-in-JSON one array. Each record keeps its bytes; the ordinals in the
+ * files' indexes are not part of any output, so nothing needs rebasing. Stops at the
+ * first file that fails (the output is then incomplete). Errors: as h5s_marc_export_file,
+ * H5S_EINVAL for no file.
+ */
+int h5s_marc_export_files(const char *const *h5paths, size_t n, FILE *fp,
+                          const h5s_marc_export_options *opts, h5s_marc_export_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

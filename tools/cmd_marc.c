@@ -103,15 +103,15 @@ static int parse_export_spec(const char *s, export_spec *out)
 static const char *const format_names[] = {"iso2709", "marcxml", "marc-json", "line"};
 
 /* Exports the file to path ("-" = stdout). Returns 0 or prints the error. */
-static int export_to(const char *h5path, const char *path, const h5s_marc_export_options *o,
-                     h5s_marc_export_stats *st)
+static int export_to(const char *const *h5paths, size_t n, const char *path,
+                     const h5s_marc_export_options *o, h5s_marc_export_stats *st)
 {
     FILE *fp = strcmp(path, "-") == 0 ? stdout : fopen(path, "wb");
     if (!fp) {
         cli_errorf("export: cannot create %s: %s", path, strerror(errno));
         return CLI_EDATA;
     }
-    int rc = h5s_marc_export_file(h5path, fp, o, st);
+    int rc = h5s_marc_export_files(h5paths, n, fp, o, st);
     if (fp != stdout && fclose(fp) != 0 && rc == 0) {
         cli_errorf("export: writing %s failed: %s", path, strerror(errno));
         return CLI_EDATA;
@@ -315,7 +315,8 @@ int cli_ingest_marc(int argc, char **argv)
         h5s_marc_export_options eo = H5S_MARC_EXPORT_OPTIONS_INIT;
         eo.format = exports[i].format;
         h5s_marc_export_stats st;
-        int e = export_to(a.output, exports[i].path, &eo, &st);
+        const char *one[1] = {a.output};
+        int e = export_to(one, 1, exports[i].path, &eo, &st);
         if (e != CLI_OK)
             status = e;
         else if (!quiet)
@@ -330,7 +331,7 @@ done:
 /* ---- export ----------------------------------------------------------------------- */
 
 #define EXPORT_LINE                                                                                \
-    "usage: h5stream export FILE.h5 --to iso2709|marcxml|marc-json|line -o OUT [--to-utf8] "       \
+    "usage: h5stream export FILE.h5... --to iso2709|marcxml|marc-json|line -o OUT [--to-utf8] "    \
     "[--rejected] [--threads N]"
 
 static const char export_help[] =
@@ -351,8 +352,15 @@ int cli_export_marc(int argc, char **argv, const char *fmt)
     h5s_marc_export_options o = H5S_MARC_EXPORT_OPTIONS_INIT;
     if (h5s_marc_format_parse(&o.format, fmt) != 0)
         return usage_error(EXPORT_LINE, "export: unknown marc format '%s'", fmt);
-    const char *in = NULL, *out = NULL;
-    for (int i = 1; i < argc; i++) {
+    const char **ins = calloc((size_t)argc, sizeof *ins);
+    size_t nin = 0;
+    const char *out = NULL;
+    if (!ins) {
+        cli_errorf("export: out of memory");
+        return CLI_EDATA;
+    }
+    int status = CLI_OK;
+    for (int i = 1; i < argc && status == CLI_OK; i++) {
         const char *s = argv[i];
         uint64_t v;
         if (strcmp(s, "--to") == 0 && i + 1 < argc) {
@@ -367,24 +375,30 @@ int cli_export_marc(int argc, char **argv, const char *fmt)
             o.rejected = 1;
         } else if (strcmp(s, "--threads") == 0 && i + 1 < argc) {
             if (cli_parse_u64(argv[++i], &v) != 0 || v < 1 || v > 16)
-                return usage_error(EXPORT_LINE, "export: --threads: expected 1 to 16, got '%s'",
-                                   argv[i]);
+                status = usage_error(EXPORT_LINE, "export: --threads: expected 1 to 16, got '%s'",
+                                     argv[i]);
             o.threads = (int)v;
         } else if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
             fputs(export_help, stdout);
+            free(ins);
             return CLI_OK;
         } else if (s[0] == '-' && s[1] != '\0') {
-            return usage_error(EXPORT_LINE, "export: unknown option '%s'", s);
-        } else if (!in) {
-            in = s;
+            status = usage_error(EXPORT_LINE, "export: unknown option '%s'", s);
         } else {
-            return usage_error(EXPORT_LINE, "export: one input file only ('%s' is extra)", s);
+            ins[nin++] = s;
         }
     }
-    if (!in || !out)
+    if (status != CLI_OK) {
+        free(ins);
+        return status;
+    }
+    if (nin == 0 || !out) {
+        free(ins);
         return usage_error(EXPORT_LINE, "export: FILE.h5 and -o OUT are required");
+    }
     h5s_marc_export_stats st;
-    int rc = export_to(in, out, &o, &st);
+    int rc = export_to(ins, nin, out, &o, &st);
+    free(ins);
     if (rc == CLI_OK && st.skipped)
         cli_errorf("export: %llu records without a readable directory could not be written as "
                    "%s",

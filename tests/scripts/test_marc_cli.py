@@ -558,6 +558,52 @@ def test_sources_utf8_export_usage(checks, p, work):
                      "bad_records.mrc" in x["error"] for x in rows), repr(rows)[:300])
 
 
+def test_shard_export(checks, p, work):
+    """Several files of one run (shards, docs/shards.md) exported as one output."""
+    parts = ["marc.dat", "test.dat", "BooksAll.2014.part01-0001.mrc"]
+    shards = []
+    src = b""
+    for i, name in enumerate(parts):
+        path = os.path.join(p.shared_data, "marc", name)
+        with open(path, "rb") as f:
+            src += f.read()
+        h5 = os.path.join(work, "shard_%d.h5" % i)
+        if os.path.exists(h5):
+            os.remove(h5)
+        r = run([p.bin, "ingest", "marc", path, "-o", h5, "-q"])
+        checks.equal("shards: ingest %s" % name, r.returncode, 0, text_of(r.stderr))
+        shards.append(h5)
+    out = os.path.join(work, "shards.mrc")
+    r = run([p.bin, "export"] + shards + ["--to", "iso2709", "-o", out])
+    checks.equal("shards: ISO 2709 export of 3 files exits 0", r.returncode, 0, text_of(r.stderr))
+    with open(out, "rb") as f:
+        checks.check("shards: the ISO 2709 export is the 3 sources back to back, byte for byte",
+                     f.read() == src)
+    both = os.path.join(work, "shards_src.mrc")
+    with open(both, "wb") as f:
+        f.write(src)
+    xml = os.path.join(work, "shards.xml")
+    r = run([p.bin, "export"] + shards + ["--to", "marcxml", "-o", xml])
+    y = run(["yaz-marcdump", "-i", "marc", "-o", "marcxml", both])
+    with open(xml, "rb") as f:
+        ours = f.read()
+    checks.check("shards: one MARCXML collection equal to yaz-marcdump's of the sources",
+                 r.returncode == 0 and ours.count(b"<collection") == 1
+                 and norm_xml(ours.decode("utf-8", "replace"))
+                 == norm_xml(y.stdout.decode("utf-8", "replace")), text_of(r.stderr))
+    js = os.path.join(work, "shards.json")
+    r = run([p.bin, "export"] + shards + ["--to", "marc-json", "-o", js])
+    n = len(xml_records(ours))
+    try:
+        with open(js, "rb") as f:
+            arr = json.loads(f.read().decode("utf-8"))
+        ok = r.returncode == 0 and isinstance(arr, list) and len(arr) == n
+    except ValueError as e:
+        ok, arr = False, str(e)
+    checks.check("shards: one MARC-in-JSON array with every record (%d)" % n, ok,
+                 text_of(r.stderr))
+
+
 def main(checks, p):
     work = p.fresh_dir("marc_cli")
     if not have_program("yaz-marcdump"):
@@ -569,6 +615,7 @@ def main(checks, p):
     test_live_tail(checks, p, work)
     test_killed_writer(checks, p, work)
     test_sources_utf8_export_usage(checks, p, work)
+    test_shard_export(checks, p, work)
 
 
 if __name__ == "__main__":
