@@ -8,6 +8,7 @@
 #ifndef H5S_CLI_H
 #define H5S_CLI_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +46,25 @@ int cli_bench_volumes(int argc, char **argv);
 int cli_bench_marc(int argc, char **argv);
 /* `bench frames --ranks N` (tools/shard_bench.c): argv[0] is "frames". */
 int cli_bench_frames_ranks(int argc, char **argv);
+
+/*
+ * SIGINT and SIGTERM for the ingest commands: cli_signals_catch installs a handler that
+ * sets cli_stop_flag and cli_stop_signal, which the commands' loops poll between items,
+ * and restores the default action, so a second signal while the file is being closed
+ * kills at once (`h5stream recover` then saves what was committed). No SA_RESTART: a
+ * read or a rate sleep that a signal interrupts returns early.
+ * cli_signals_block blocks both in the calling thread (old: the mask before), so the
+ * engine's threads started next inherit the block and only this thread sees them once it
+ * restores old.
+ */
+extern volatile sig_atomic_t cli_stop_flag;
+extern volatile sig_atomic_t cli_stop_signal;
+void cli_signals_catch(void);
+void cli_signals_block(sigset_t *old);
+
+/* Prints "h5stream: " + the formatted message, then the usage text (a newline added if it
+ * has none), on stderr; returns CLI_EUSAGE. */
+int cli_usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Prints "h5stream: " + the formatted message + newline on stderr. */
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -4,6 +4,8 @@
 #include <math.h>
 #include <stdarg.h>
 #include <hdf5.h>
+#include <signal.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,4 +150,46 @@ void cli_hdf5_reason(char *out, size_t outsize)
     out[0] = '\0';
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_innermost, span);
     H5Eclear2(H5E_DEFAULT);
+}
+
+volatile sig_atomic_t cli_stop_flag = 0;
+volatile sig_atomic_t cli_stop_signal = 0;
+
+static void on_stop_signal(int sig)
+{
+    cli_stop_flag = 1;
+    cli_stop_signal = sig;
+    signal(sig, SIG_DFL);
+}
+
+void cli_signals_catch(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+void cli_signals_block(sigset_t *old)
+{
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, old);
+}
+
+int cli_usage_error(const char *usage, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cli_errorf("%s", msg);
+    size_t n = strlen(usage);
+    fprintf(stderr, "%s%s", usage, n && usage[n - 1] == '\n' ? "" : "\n");
+    return CLI_EUSAGE;
 }

@@ -68,19 +68,6 @@ static const char ingest_usage[] =
     "\n"
     "Reference: docs/cli.md\n";
 
-/* Set from the signal handler; the read loop polls it between frames. */
-static volatile sig_atomic_t stop_flag = 0;
-static volatile sig_atomic_t stop_signal = 0;
-
-static void on_signal(int sig)
-{
-    stop_flag = 1;
-    stop_signal = sig;
-    /* A second Ctrl-C while the file is being closed kills at once; `h5stream recover`
-     * then saves the committed frames. */
-    signal(sig, SIG_DFL);
-}
-
 static int usage_hint(void)
 {
     fprintf(stderr, "usage: h5stream ingest frames SRC -o OUT.h5 [options]\n"
@@ -567,7 +554,7 @@ static int ingest_frames(int argc, char **argv)
     a.source = sdefaults;
     a.codec = cdefaults;
     a.frames_per_chunk = 1;
-    a.source.stop = &stop_flag;
+    a.source.stop = &cli_stop_flag;
     a.shard.timeout_ms = SHARD_DEFAULT_TIMEOUT_MS;
 
     int rc = parse_args(&a, argc, argv);
@@ -603,17 +590,9 @@ static int ingest_frames(int argc, char **argv)
     /* The engine's threads inherit the signal mask of the thread that starts them; with
      * SIGINT and SIGTERM blocked there, only this thread sees them, between frames.
      * No SA_RESTART: a read or a rate sleep that a signal interrupts returns early. */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+    cli_signals_catch();
+    sigset_t old;
+    cli_signals_block(&old);
     h5s_file *file = NULL;
     h5s_frames *frames = NULL;
     double started_wall = shard_wall_now();
@@ -638,7 +617,7 @@ static int ingest_frames(int argc, char **argv)
     uint64_t n = 0;
     int progress = cli_stderr_is_tty();
     double t0 = cli_now(), next_progress = t0 + 0.25;
-    while (status == CLI_OK && !stop_flag) {
+    while (status == CLI_OK && !cli_stop_flag) {
         int got = frame_source_next(src, buf);
         if (got == 0)
             break;
@@ -691,15 +670,15 @@ static int ingest_frames(int argc, char **argv)
     int master_rc = CLI_OK;
     if (a.shard.sharded && a.shard.rank == 0 && frames) {
         master_rc = shard_master_end(&a.shard, a.master, &mo, frame_source_count(src), started_wall,
-                                     stop_flag != 0, &master_frames);
+                                     cli_stop_flag != 0, &master_frames);
         if (master_rc != CLI_OK)
             status = CLI_EDATA;
     }
 
     const char *path = a.path ? a.path : DEFAULT_DATA_PATH;
-    if (stop_flag) {
+    if (cli_stop_flag) {
         cli_errorf("interrupted by %s: wrote %" PRIu64 " frames to %s:%s%s",
-                   stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", n, a.output, path,
+                   cli_stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", n, a.output, path,
                    close_rc == 0 ? " (committed, file closed)" : "");
         status = CLI_EDATA;
     } else if (status != CLI_OK && frames) {

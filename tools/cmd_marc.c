@@ -53,31 +53,6 @@ static const char ingest_usage[] =
     "Exit status: 0 success, 1 data error (strict mode's first bad record: file, byte\n"
     "offset, ordinal and 001 on stderr; the records before it are kept), 2 usage error.\n";
 
-static volatile int stop_flag = 0;
-static volatile sig_atomic_t stop_signal = 0;
-
-static void on_signal(int sig)
-{
-    stop_flag = 1;
-    stop_signal = sig;
-    signal(sig, SIG_DFL); /* a second one kills at once */
-}
-
-static int usage_error(const char *usage_line, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *usage_line, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    cli_errorf("%s", msg);
-    fprintf(stderr, "%s\n", usage_line);
-    return CLI_EUSAGE;
-}
-
 #define INGEST_LINE                                                                                \
     "usage: h5stream ingest marc SRC... -o OUT.h5 [options] (--help lists them; docs/cli.md)"
 
@@ -126,7 +101,7 @@ static int export_to(const char *const *h5paths, size_t n, const char *path,
 /* A usage error inside cli_ingest_marc's option loop. */
 #define INGEST_USAGE(...)                                                                          \
     do {                                                                                           \
-        status = usage_error(INGEST_LINE, __VA_ARGS__);                                            \
+        status = cli_usage_error(INGEST_LINE, __VA_ARGS__);                                        \
         goto done;                                                                                 \
     } while (0)
 
@@ -259,25 +234,20 @@ int cli_ingest_marc(int argc, char **argv)
         }
     }
     if (!a.output)
-        status = usage_error(INGEST_LINE, "ingest marc: -o OUT.h5 is required");
+        status = cli_usage_error(INGEST_LINE, "ingest marc: -o OUT.h5 is required");
     else if (nsrc == 0)
-        status = usage_error(INGEST_LINE, "ingest marc: no source file (use - for stdin)");
+        status = cli_usage_error(INGEST_LINE, "ingest marc: no source file (use - for stdin)");
     else if (stdin_count > 1)
-        status = usage_error(INGEST_LINE, "ingest marc: standard input (-) given twice");
+        status = cli_usage_error(INGEST_LINE, "ingest marc: standard input (-) given twice");
     if (status != CLI_OK)
         goto done;
     a.sources = sources;
     a.nsources = nsrc;
     /* Encoders only matter with compression; parsers take the cores otherwise. */
     a.file.encode_threads = a.codec.kind == H5S_CODEC_NONE ? 1 : 0;
-    a.stop = &stop_flag;
+    a.stop = &cli_stop_flag;
     /* No SA_RESTART: a read() waiting on a quiet pipe returns, and the reader stops. */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_signals_catch();
 
     marc_ingest_result res;
     int rc = marc_ingest_run(&a, &res);
@@ -286,11 +256,11 @@ int cli_ingest_marc(int argc, char **argv)
     if (rc) {
         cli_errorf("ingest marc: %s: %s", h5s_strerror(rc), res.error);
         status = CLI_EDATA;
-    } else if (stop_flag) {
+    } else if (cli_stop_flag) {
         cli_errorf("ingest marc: interrupted by %s: %llu records accepted and %llu rejected are "
                    "committed in %s (file closed)",
-                   stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", (unsigned long long)res.accepted,
-                   (unsigned long long)res.rejected, a.output);
+                   cli_stop_signal == SIGTERM ? "SIGTERM" : "SIGINT",
+                   (unsigned long long)res.accepted, (unsigned long long)res.rejected, a.output);
         status = CLI_EDATA;
     } else if (res.strict_stopped) {
         cli_errorf("ingest marc: strict mode stopped at the first bad record: %s; the %llu "
@@ -351,7 +321,7 @@ int cli_export_marc(int argc, char **argv, const char *fmt)
 {
     h5s_marc_export_options o = H5S_MARC_EXPORT_OPTIONS_INIT;
     if (h5s_marc_format_parse(&o.format, fmt) != 0)
-        return usage_error(EXPORT_LINE, "export: unknown marc format '%s'", fmt);
+        return cli_usage_error(EXPORT_LINE, "export: unknown marc format '%s'", fmt);
     const char **ins = calloc((size_t)argc, sizeof *ins);
     size_t nin = 0;
     const char *out = NULL;
@@ -375,15 +345,15 @@ int cli_export_marc(int argc, char **argv, const char *fmt)
             o.rejected = 1;
         } else if (strcmp(s, "--threads") == 0 && i + 1 < argc) {
             if (cli_parse_u64(argv[++i], &v) != 0 || v < 1 || v > 16)
-                status = usage_error(EXPORT_LINE, "export: --threads: expected 1 to 16, got '%s'",
-                                     argv[i]);
+                status = cli_usage_error(EXPORT_LINE,
+                                         "export: --threads: expected 1 to 16, got '%s'", argv[i]);
             o.threads = (int)v;
         } else if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
             fputs(export_help, stdout);
             free(ins);
             return CLI_OK;
         } else if (s[0] == '-' && s[1] != '\0') {
-            status = usage_error(EXPORT_LINE, "export: unknown option '%s'", s);
+            status = cli_usage_error(EXPORT_LINE, "export: unknown option '%s'", s);
         } else {
             ins[nin++] = s;
         }
@@ -394,7 +364,7 @@ int cli_export_marc(int argc, char **argv, const char *fmt)
     }
     if (nin == 0 || !out) {
         free(ins);
-        return usage_error(EXPORT_LINE, "export: FILE.h5 and -o OUT are required");
+        return cli_usage_error(EXPORT_LINE, "export: FILE.h5 and -o OUT are required");
     }
     h5s_marc_export_stats st;
     int rc = export_to(ins, nin, out, &o, &st);
@@ -496,8 +466,8 @@ int cli_tail_marc(int argc, char **argv, const char *path)
             json = 1;
         } else if ((strcmp(s, "--interval") == 0 || strcmp(s, "--timeout") == 0) && i + 1 < argc) {
             if (cli_parse_u64(argv[i + 1], &v) != 0 || v > INT_MAX || (v == 0 && s[2] == 'i'))
-                return usage_error(TAIL_LINE, "tail: %s: expected milliseconds, got '%s'", s,
-                                   argv[i + 1]);
+                return cli_usage_error(TAIL_LINE, "tail: %s: expected milliseconds, got '%s'", s,
+                                       argv[i + 1]);
             if (s[2] == 'i')
                 interval = (unsigned)v;
             else
@@ -507,7 +477,7 @@ int cli_tail_marc(int argc, char **argv, const char *path)
             fputs(tail_help, stdout);
             return CLI_OK;
         } else if (s[0] == '-' && s[1] != '\0') {
-            return usage_error(TAIL_LINE, "tail: unknown option '%s'", s);
+            return cli_usage_error(TAIL_LINE, "tail: unknown option '%s'", s);
         } else if (!file) {
             file = s;
         }
@@ -518,9 +488,9 @@ int cli_tail_marc(int argc, char **argv, const char *path)
     else if (strcmp(path, "/marc/rejected") == 0 || strcmp(path, "/marc/rejected/index") == 0)
         rejected = 1;
     else
-        return usage_error(TAIL_LINE, "tail: %s: expected /marc or /marc/rejected", path);
+        return cli_usage_error(TAIL_LINE, "tail: %s: expected /marc or /marc/rejected", path);
     if (!file)
-        return usage_error(TAIL_LINE, "tail: FILE.h5 is required");
+        return cli_usage_error(TAIL_LINE, "tail: FILE.h5 is required");
     if (timeout == -2)
         timeout = follow ? 60000 : 0;
     h5s_marc_reader_options o = H5S_MARC_READER_OPTIONS_INIT;

@@ -29,23 +29,6 @@
 
 #define MAX_EXPORTS 8
 
-/* ------------------------------------------------------------------ shared helpers */
-
-static int usage_error(const char *usage, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *usage, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    cli_errorf("%s", msg);
-    fprintf(stderr, "%s", usage);
-    return CLI_EUSAGE;
-}
-
 /* "trx", "trx-dir", "tck", "trk" -> export options; -1 for anything else. */
 static int parse_export_format(const char *fmt, h5s_tracts_export_options *o)
 {
@@ -119,16 +102,6 @@ static const char ingest_usage[] =
     "\n"
     "Reference: docs/tracts.md\n";
 
-static volatile sig_atomic_t stop_flag = 0;
-static volatile sig_atomic_t stop_signal = 0;
-
-static void on_signal(int sig)
-{
-    stop_flag = 1;
-    stop_signal = sig;
-    signal(sig, SIG_DFL);
-}
-
 typedef struct {
     const char **srcs;
     int n_srcs;
@@ -190,54 +163,56 @@ static int ingest_parse(ingest_args *a, int argc, char **argv)
             else if (strcmp(optarg, "float64") == 0)
                 a->dtype = H5S_FLOAT64;
             else
-                return usage_error(u, "--dtype: expected float16, float32 or float64, got '%s'",
-                                   optarg);
+                return cli_usage_error(u, "--dtype: expected float16, float32 or float64, got '%s'",
+                                       optarg);
             break;
         case OPT_COMPRESS:
             if (h5s_codec_parse(&a->codec, optarg) != 0)
-                return usage_error(u, "--compress: %s", h5s_error_message());
+                return cli_usage_error(u, "--compress: %s", h5s_error_message());
             break;
         case OPT_THREADS:
             if (cli_parse_u64(optarg, &v) != 0 || v > 1024)
-                return usage_error(u, "--threads: expected 0 (one per core) to 1024, got '%s'",
-                                   optarg);
+                return cli_usage_error(u, "--threads: expected 0 (one per core) to 1024, got '%s'",
+                                       optarg);
             a->file.encode_threads = (int)v;
             break;
         case OPT_QUEUE_MB:
             if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > (SIZE_MAX >> 20))
-                return usage_error(u, "--queue-mb: expected a whole number of MiB >= 1, got '%s'",
-                                   optarg);
+                return cli_usage_error(
+                    u, "--queue-mb: expected a whole number of MiB >= 1, got '%s'", optarg);
             a->file.queue_bytes = (size_t)v << 20;
             break;
         case OPT_FLUSH_EVERY:
             if (cli_parse_u64(optarg, &a->file.flush_every) != 0)
-                return usage_error(u, "--flush-every: expected a whole number, got '%s'", optarg);
+                return cli_usage_error(u, "--flush-every: expected a whole number, got '%s'",
+                                       optarg);
             break;
         case OPT_FLUSH_MS:
             if (cli_parse_u64(optarg, &v) != 0 || v > UINT_MAX)
-                return usage_error(u, "--flush-ms: expected milliseconds, got '%s'", optarg);
+                return cli_usage_error(u, "--flush-ms: expected milliseconds, got '%s'", optarg);
             a->file.flush_ms = (unsigned)v;
             break;
         case OPT_RATE:
             if (cli_parse_double(optarg, &a->rate) != 0 || a->rate <= 0)
-                return usage_error(u, "--rate: expected streamlines per second > 0, got '%s'",
-                                   optarg);
+                return cli_usage_error(u, "--rate: expected streamlines per second > 0, got '%s'",
+                                       optarg);
             break;
         case OPT_REPEAT:
             if (cli_parse_u64(optarg, &a->repeat) != 0 || a->repeat == 0)
-                return usage_error(u, "--repeat: expected a whole number >= 1, got '%s'", optarg);
+                return cli_usage_error(u, "--repeat: expected a whole number >= 1, got '%s'",
+                                       optarg);
             break;
         case OPT_EXPORT: {
             const char *colon = strchr(optarg, ':');
             char fmt[16];
             if (a->n_exports == MAX_EXPORTS)
-                return usage_error(u, "--export: at most %d", MAX_EXPORTS);
+                return cli_usage_error(u, "--export: at most %d", MAX_EXPORTS);
             h5s_tracts_export_options eo = H5S_TRACTS_EXPORT_OPTIONS_INIT;
             if (!colon || colon == optarg || (size_t)(colon - optarg) >= sizeof fmt || !colon[1])
-                return usage_error(u, "--export: expected FORMAT:PATH, got '%s'", optarg);
+                return cli_usage_error(u, "--export: expected FORMAT:PATH, got '%s'", optarg);
             snprintf(fmt, sizeof fmt, "%.*s", (int)(colon - optarg), optarg);
             if (parse_export_format(fmt, &eo) != 0)
-                return usage_error(u, "--export: format '%s' (trx, trx-dir, tck or trk)", fmt);
+                return cli_usage_error(u, "--export: format '%s' (trx, trx-dir, tck or trk)", fmt);
             a->export_opts[a->n_exports] = eo;
             a->export_path[a->n_exports++] = colon + 1;
             break;
@@ -249,15 +224,15 @@ static int ingest_parse(ingest_args *a, int argc, char **argv)
             fputs(ingest_usage, stdout);
             return -1;
         case ':':
-            return usage_error(u, "option '%s' needs a value", argv[optind - 1]);
+            return cli_usage_error(u, "option '%s' needs a value", argv[optind - 1]);
         default:
-            return usage_error(u, "unknown option '%s'", argv[optind - 1]);
+            return cli_usage_error(u, "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind >= argc)
-        return usage_error(u, "ingest tracts: no source given");
+        return cli_usage_error(u, "ingest tracts: no source given");
     if (!a->output)
-        return usage_error(u, "ingest tracts: no output file given (-o OUT.h5)");
+        return cli_usage_error(u, "ingest tracts: no output file given (-o OUT.h5)");
     a->srcs = (const char **)(argv + optind);
     a->n_srcs = argc - optind;
     return 0;
@@ -555,7 +530,7 @@ static int push_source(const char *src, const ingest_plan *plan, h5s_tracts *t, 
     int progress = cli_stderr_is_tty();
     double next_progress = cli_now() + 0.25;
     int status = CLI_OK;
-    while (!stop_flag && (rc = h5s_tract_next(r, &s)) == 1) {
+    while (!cli_stop_flag && (rc = h5s_tract_next(r, &s)) == 1) {
         if (a->rate > 0)
             sleep_until(t0 + (double)*count / a->rate);
         if (bufs_fill(fb, &s) != 0) {
@@ -587,7 +562,7 @@ static int push_source(const char *src, const ingest_plan *plan, h5s_tracts *t, 
         cli_error_h5s("ingest tracts", rc);
         status = CLI_EDATA;
     }
-    if (status == CLI_OK && !stop_flag) {
+    if (status == CLI_OK && !cli_stop_flag) {
         const h5s_tract_header *h = h5s_tract_reader_header(r);
         group_push g;
         memset(&g, 0, sizeof g);
@@ -677,17 +652,9 @@ int cli_ingest_tracts(int argc, char **argv)
         return CLI_EDATA;
     }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+    cli_signals_catch();
+    sigset_t old;
+    cli_signals_block(&old);
     h5s_file *file = NULL;
     h5s_tracts *t = NULL;
     rc = h5s_file_create(&file, a.output, &a.file);
@@ -707,8 +674,8 @@ int cli_ingest_tracts(int argc, char **argv)
 
     double t0 = cli_now();
     uint64_t count = 0, points = 0;
-    for (uint64_t rep = 0; status == CLI_OK && rep < a.repeat && !stop_flag; rep++)
-        for (int i = 0; status == CLI_OK && i < a.n_srcs && !stop_flag; i++)
+    for (uint64_t rep = 0; status == CLI_OK && rep < a.repeat && !cli_stop_flag; rep++)
+        for (int i = 0; status == CLI_OK && i < a.n_srcs && !cli_stop_flag; i++)
             status = push_source(a.srcs[i], &plan, t, &fb, &count, &points, &a, t0, file);
     if (cli_stderr_is_tty()) {
         fputs("\r\033[K", stderr);
@@ -722,9 +689,9 @@ int cli_ingest_tracts(int argc, char **argv)
     }
     bufs_free(&fb);
     plan_free(&plan);
-    if (stop_flag) {
+    if (cli_stop_flag) {
         cli_errorf("interrupted by %s: wrote %" PRIu64 " streamlines to %s:/tracts%s",
-                   stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", count, a.output,
+                   cli_stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", count, a.output,
                    close_rc == 0 ? " (committed, file closed)" : "");
         return CLI_EDATA;
     }
@@ -787,7 +754,7 @@ int cli_export_tracts(int argc, char **argv, const char *fmt)
     int persistent = 0, quiet = 0, c;
     uint64_t v;
     if (parse_export_format(fmt, &o) != 0)
-        return usage_error(u, "export: unknown tracts format '%s'", fmt);
+        return cli_usage_error(u, "export: unknown tracts format '%s'", fmt);
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
@@ -805,7 +772,7 @@ int cli_export_tracts(int argc, char **argv, const char *fmt)
             break;
         case OPT_BLOCK:
             if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 4096)
-                return usage_error(u, "--block-mb: expected 1 to 4096, got '%s'", optarg);
+                return cli_usage_error(u, "--block-mb: expected 1 to 4096, got '%s'", optarg);
             o.block_bytes = (size_t)v << 20;
             break;
         case 'q':
@@ -815,22 +782,22 @@ int cli_export_tracts(int argc, char **argv, const char *fmt)
             fputs(export_usage, stdout);
             return CLI_OK;
         case ':':
-            return usage_error(u, "option '%s' needs a value", argv[optind - 1]);
+            return cli_usage_error(u, "option '%s' needs a value", argv[optind - 1]);
         default:
-            return usage_error(u, "unknown option '%s'", argv[optind - 1]);
+            return cli_usage_error(u, "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (!out)
-        return usage_error(u, "export: no output given (-o OUT)");
+        return cli_usage_error(u, "export: no output given (-o OUT)");
     if (optind >= argc)
-        return usage_error(u, "export: no input file given");
+        return cli_usage_error(u, "export: no input file given");
     if (compression && strcmp(fmt, "trx") != 0)
-        return usage_error(u, "--compression applies to --to trx only");
+        return cli_usage_error(u, "--compression applies to --to trx only");
     if (compression && parse_compression(compression, &o) != 0)
-        return usage_error(u, "--compression: expected stored or deflate[:1-9], got '%s'",
-                           compression);
+        return cli_usage_error(u, "--compression: expected stored or deflate[:1-9], got '%s'",
+                               compression);
     if (persistent && strcmp(fmt, "trx-dir") != 0)
-        return usage_error(u, "--persistent applies to --to trx-dir only");
+        return cli_usage_error(u, "--persistent applies to --to trx-dir only");
     if (persistent)
         o.trx_mode = H5S_TRX_DIR_PERSISTENT;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -874,7 +841,7 @@ int cli_tail_tracts(int argc, char **argv, const char *path)
             const char *eq = strchr(arg, '=');
             val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
             if (!val || cli_parse_u64(val, &v) != 0 || v > INT_MAX)
-                return usage_error(tail_usage, "tail: %s needs milliseconds", arg);
+                return cli_usage_error(tail_usage, "tail: %s needs milliseconds", arg);
             if (arg[2] == 'i')
                 interval = v ? v : 1;
             else
@@ -887,16 +854,16 @@ int cli_tail_tracts(int argc, char **argv, const char *path)
             fputs(tail_usage, stdout);
             return CLI_OK;
         } else if (arg[0] == '-') {
-            return usage_error(tail_usage, "tail: unknown option '%s'", arg);
+            return cli_usage_error(tail_usage, "tail: unknown option '%s'", arg);
         } else if (!file) {
             file = arg;
         }
     }
     if (!file)
-        return usage_error(tail_usage, "tail: no file given");
+        return cli_usage_error(tail_usage, "tail: no file given");
     if (strcmp(path, "/tracts") != 0 && strcmp(path, "/tracts/") != 0 &&
         strcmp(path, "/tracts/offsets") != 0 && strcmp(path, "/tracts/positions") != 0)
-        return usage_error(tail_usage, "tail: %s: the tracts model is shown as /tracts", path);
+        return cli_usage_error(tail_usage, "tail: %s: the tracts model is shown as /tracts", path);
     h5s_tracts_reader_options o = H5S_TRACTS_READER_OPTIONS_INIT;
     o.open_timeout_ms = timeout != -2 ? timeout : follow ? 60000 : 0;
     o.poll_ms = (unsigned)interval;

@@ -440,13 +440,17 @@ static int median_index(const tb_sample *v, int n)
     return best;
 }
 
-/* Median of n values (n small); a failed dd (<= 0) counts as 0. */
+/* Median of n values (1 <= n <= 16). */
 static double median_of(const double *v, int n)
 {
-    double s[16];
-    for (int i = 0; i < n && i < 16; i++)
+    double s[16] = {0};
+    if (n < 1)
+        return 0;
+    if (n > 16)
+        n = 16;
+    for (int i = 0; i < n; i++)
         s[i] = v[i];
-    for (int i = 1; i < n && i < 16; i++)
+    for (int i = 1; i < n; i++)
         for (int k = i; k > 0 && s[k - 1] > s[k]; k--) {
             double t = s[k];
             s[k] = s[k - 1];
