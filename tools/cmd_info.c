@@ -46,6 +46,8 @@ typedef struct {
     hsize_t dims[INFO_MAX_RANK];
     hsize_t chunk[INFO_MAX_RANK];
     int chunked;
+    size_t virtual_sources; /* a virtual dataset (a shard master): its mappings, else 0 */
+    char first_source[256]; /* the first mapping's source file */
     uint64_t committed;
     char codec[128];
     info_filter filters[INFO_MAX_FILTERS];
@@ -214,9 +216,16 @@ static void measure(hid_t fid, info_frames *fr)
                  H5Tget_size(t));
     fr->rank = H5Sget_simple_extent_dims(s, fr->dims, NULL);
     fr->chunked = H5Pget_layout(dcpl) == H5D_CHUNKED;
+    if (H5Pget_layout(dcpl) == H5D_VIRTUAL &&
+        H5Pget_virtual_count(dcpl, &fr->virtual_sources) >= 0 && fr->virtual_sources > 0)
+        H5Pget_virtual_filename(dcpl, 0, fr->first_source, sizeof fr->first_source);
+    else
+        fr->virtual_sources = 0;
     if (fr->chunked)
         H5Pget_chunk(dcpl, INFO_MAX_RANK, fr->chunk);
     read_pipeline(dcpl, fr);
+    if (fr->virtual_sources) /* the master stores nothing itself: its shards do */
+        snprintf(fr->codec, sizeof fr->codec, "the shards' own (a virtual dataset)");
     H5D_fill_value_t fv = H5D_FILL_VALUE_UNDEFINED;
     if (H5Pfill_value_defined(dcpl, &fv) >= 0 && fv != H5D_FILL_VALUE_UNDEFINED &&
         fr->dtype != H5S_DTYPE_INVALID)
@@ -337,10 +346,14 @@ static void print_text(const info_file *f, const info_scan *sc, const info_colum
     printf("frames datasets: %zu\n", sc->nsets);
     for (size_t i = 0; i < sc->nsets; i++) {
         const info_frames *fr = &sc->sets[i];
-        char frame[96], chunk[96];
+        char frame[96], chunk[400];
         shape_str(fr->dims + 1, fr->rank - 1, frame, sizeof frame);
         if (fr->chunked)
             shape_str(fr->chunk, fr->rank, chunk, sizeof chunk);
+        else if (fr->virtual_sources)
+            snprintf(chunk, sizeof chunk,
+                     "virtual: %zu mappings of shard files (%s, ...; docs/shards.md)",
+                     fr->virtual_sources, fr->first_source);
         else
             snprintf(chunk, sizeof chunk, "not chunked");
         printf("\nframes dataset %s\n", fr->path);
@@ -405,6 +418,7 @@ static int print_json(const info_file *f, const info_scan *sc, const info_column
         json_object_set_new(o, "frame_shape", json_dims(fr->dims + 1, fr->rank - 1));
         json_object_set_new(o, "chunk_shape",
                             fr->chunked ? json_dims(fr->chunk, fr->rank) : json_null());
+        json_object_set_new(o, "virtual_mappings", json_integer((json_int_t)fr->virtual_sources));
         json_object_set_new(o, "codec", json_string(fr->codec));
         json_t *filters = json_array();
         for (int j = 0; j < fr->nfilters; j++) {

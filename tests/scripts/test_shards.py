@@ -300,6 +300,15 @@ def body(checks, p):
         bad = lib.first_mismatch(data[:prefix], lib.ramp_frames(0, prefix, SHAPE, np.uint16))
         check("kill: the final master's frames have the right content", bad is None, bad or "")
     checks.equal("kill: the final master says a shard was cut short (state 2)", state, 2)
+    res = subprocess.run([p.bin, "info", master, "--json"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    try:
+        frames_info = json.loads(res.stdout)["frames"][0]
+    except (ValueError, KeyError, IndexError):
+        frames_info = {}
+    check("kill: info says the master's data is virtual, one mapping per shard",
+          res.returncode == 0 and frames_info.get("virtual_mappings") == RANKS
+          and frames_info.get("committed") == prefix, res.stdout[-300:] + res.stderr[-200:])
     res = subprocess.run([p.bin, "tail", master, "-f", "--json", "--timeout", "20000"],
                          capture_output=True, text=True, env=env, timeout=60)
     shown = [json.loads(x)["frame_id"] for x in res.stdout.splitlines() if x.strip()]
