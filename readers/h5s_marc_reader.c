@@ -126,32 +126,7 @@ static void member_path(char *out, const h5s_marc_reader *r, const char *name)
 
 static int read_status(h5s_marc_reader *r)
 {
-    h5s_status_row row = {-1, 0.0, 0};
-    hid_t memtype = h5s_format_status_type();
-    hid_t fspace = H5Dget_space(r->status);
-    hid_t mspace = H5Screate(H5S_SCALAR);
-    herr_t st = -1;
-    if (memtype >= 0 && fspace >= 0 && mspace >= 0) {
-        hsize_t start = 0, one = 1;
-        st = H5Sget_simple_extent_ndims(fspace) == 1
-                 ? H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &one, NULL)
-                 : 0;
-        if (st >= 0)
-            st = H5Dread(r->status, memtype, mspace, fspace, H5P_DEFAULT, &row);
-    }
-    if (memtype >= 0)
-        H5Tclose(memtype);
-    if (fspace >= 0)
-        H5Sclose(fspace);
-    if (mspace >= 0)
-        H5Sclose(mspace);
-    if (st < 0)
-        return h5s_error_set_h5(H5S_EIO, "%s: %s: cannot read the writer status", r->path,
-                                H5S_STATUS_DATASET);
-    r->state = row.state == H5S_STATE_CLOSED   ? H5S_WRITER_CLOSED
-               : row.state == H5S_STATE_FAILED ? H5S_WRITER_FAILED
-                                               : H5S_WRITER_WRITING;
-    return 0;
+    return h5s_rd_writer_state(r->status, r->path, &r->state);
 }
 
 static int refresh_one(h5s_marc_reader *r, hid_t d, const char *what)

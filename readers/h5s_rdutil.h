@@ -8,6 +8,8 @@
 #include <hdf5.h>
 #include <stdint.h>
 
+#include "h5s_reader.h"
+
 /* Monotonic clock in milliseconds. */
 int64_t h5s_rd_now_ms(void);
 
@@ -27,5 +29,10 @@ int h5s_rd_extent0(hid_t dset, uint64_t *out);
 
 /* Reads rows [first, first + n) of a 1-D dataset as memtype into buf. HDF5's status. */
 herr_t h5s_rd_read_rows(hid_t dset, hid_t memtype, uint64_t first, uint64_t n, void *buf);
+
+/* Reads the first row of the writer status dataset (docs/format.md, "Writer status") and
+ * maps its state: 1 closed, 2 failed, anything else writing (it may still grow). path:
+ * the file, for the message. Returns 0, or H5S_EIO (message set). */
+int h5s_rd_writer_state(hid_t status, const char *path, h5s_writer_state *out);
 
 #endif
