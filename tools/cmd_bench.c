@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cli.h"
 #include "frame_source.h"
 #include "h5s_codec.h"
@@ -171,13 +172,6 @@ typedef struct {
     int n;
 } run_row;
 
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static double wall_now(void)
 {
     struct timespec ts;
@@ -190,20 +184,7 @@ static int bench_sync = 1;
 
 static int fsync_path(const char *path)
 {
-    if (!bench_sync)
-        return 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-static uint64_t file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    return bench_sync ? bench_fsync_path(path) : 0;
 }
 
 static h5s_codec bench_codec(int blosc)
@@ -231,8 +212,8 @@ static int end_run(run_result *r, const char *path, double t0)
         r->status = -1;
         return -1;
     }
-    r->seconds = now_mono() - t0;
-    r->bytes_stored = file_size(path);
+    r->seconds = bench_now() - t0;
+    r->bytes_stored = bench_file_size(path);
     return 0;
 }
 
@@ -282,7 +263,7 @@ static herr_t plain_append1(hid_t d, uint64_t n, hid_t memtype, const void *valu
 static int run_plain(const bench_frames *fr, const run_spec *sp, const char *path, run_result *r)
 {
     h5s_codec codec = bench_codec(sp->blosc);
-    double t0 = now_mono();
+    double t0 = bench_now();
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
     hid_t fid = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -316,7 +297,7 @@ static int run_plain(const bench_frames *fr, const run_spec *sp, const char *pat
 
     hsize_t one[3] = {1, fr->h, fr->w}, start[3] = {0, 0, 0};
     hid_t ms = H5Screate_simple(3, one, NULL);
-    double last_flush = now_mono();
+    double last_flush = bench_now();
     for (uint64_t i = 0; i < sp->frames; i++) {
         hsize_t ext[3] = {i + 1, fr->h, fr->w};
         if (H5Dset_extent(data, ext) < 0)
@@ -330,7 +311,7 @@ static int run_plain(const bench_frames *fr, const run_spec *sp, const char *pat
         if (st < 0 || plain_append1(stamps, i, H5T_NATIVE_DOUBLE, &stamp) < 0 ||
             plain_append1(ids, i, H5T_NATIVE_UINT64, &i) < 0)
             return fail_h5(r, "H5Dwrite", i);
-        double now = now_mono();
+        double now = bench_now();
         if (now - last_flush >= BENCH_FLUSH_MS / 1000.0) {
             if (H5Dflush(data) < 0 || H5Dflush(stamps) < 0 || H5Dflush(ids) < 0 ||
                 H5Fflush(fid, H5F_SCOPE_LOCAL) < 0)
@@ -369,7 +350,7 @@ static int run_h5s(const bench_frames *fr, const run_spec *sp, const char *path,
     o.dims[1] = fr->w;
     o.codec = bench_codec(sp->blosc);
 
-    double t0 = now_mono();
+    double t0 = bench_now();
     h5s_file *f = NULL;
     h5s_frames *frames = NULL;
     int rc = h5s_file_create(&f, path, &fo);
@@ -445,45 +426,22 @@ static void on_signal(int sig)
     interrupted = sig;
 }
 
-/* dd if=/dev/zero of=DIR/dd.bin bs=1M count=MIB conv=fsync, timed from fork to exit. */
+/* dd if=/dev/zero of=DIR/dd.bin bs=1M count=MIB [conv=fsync], timed from fork to exit. */
 static void run_dd(const char *dir, uint64_t mib, run_sample *row)
 {
-    char of[1200], count[32];
-    snprintf(of, sizeof of, "of=%s/dd.bin", dir);
-    snprintf(count, sizeof count, "count=%" PRIu64, mib);
-    double t0 = now_mono();
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* dd reports its own rate on stderr; we time it ourselves and parse nothing. */
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0) {
-            dup2(null, STDOUT_FILENO);
-            dup2(null, STDERR_FILENO);
-        }
-        if (bench_sync)
-            execl("/bin/dd", "dd", "if=/dev/zero", of, "bs=1M", count, "conv=fsync", (char *)NULL);
-        else
-            execl("/bin/dd", "dd", "if=/dev/zero", of, "bs=1M", count, (char *)NULL);
-        _exit(127);
-    }
-    if (pid < 0) {
-        snprintf(row->res.msg, sizeof row->res.msg, "fork: %s", strerror(errno));
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    double secs = bench_dd(dir, mib, bench_sync, &ru);
+    row->ran = 1;
+    row->maxrss_kib = ru.ru_maxrss;
+    row->minflt = ru.ru_minflt;
+    if (secs < 0) {
+        snprintf(row->res.msg, sizeof row->res.msg, "/bin/dd could not run or failed");
         row->res.status = -1;
         return;
     }
-    struct rusage ru;
-    memset(&ru, 0, sizeof ru);
-    int status = wait_child(pid, &ru);
-    row->res.seconds = now_mono() - t0;
-    row->maxrss_kib = ru.ru_maxrss;
-    row->minflt = ru.ru_minflt;
-    row->ran = 1;
-    if (status < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        snprintf(row->res.msg, sizeof row->res.msg, "/bin/dd failed (wait status %d)", status);
-        row->res.status = -1;
-    }
-    row->res.bytes_stored = file_size(of + 3);
-    unlink(of + 3);
+    row->res.seconds = secs;
+    row->res.bytes_stored = mib << 20;
 }
 
 /* Runs one HDF5 workload in a forked child and collects its result and peak RSS. */
@@ -599,12 +557,6 @@ static double mb_per_s(uint64_t bytes, double s)
     return s > 0 ? (double)bytes / 1e6 / s : 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Median of the successful samples of a field; 0 when none succeeded. */
 static double row_median(const run_row *r, double (*get)(const run_sample *))
 {
@@ -615,7 +567,7 @@ static double row_median(const run_row *r, double (*get)(const run_sample *))
             v[n++] = get(&r->s[i]);
     if (n == 0)
         return 0;
-    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    qsort(v, (size_t)n, sizeof v[0], bench_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
@@ -699,23 +651,6 @@ static int print_ratio(const char *what, double num, double den, const char *cmp
     int pass = cmp[0] == '>' ? v >= target : v <= target;
     printf("%-52s %8.2f   %s %.2f   %s\n", what, v, cmp, target, pass ? "PASS" : "MISS");
     return pass;
-}
-
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[1400];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
 }
 
 int cli_bench(int argc, char **argv)
@@ -806,7 +741,7 @@ int cli_bench(int argc, char **argv)
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (h5s_filters_init() != 0) {
         cli_error_h5s("bench", H5S_ECODEC);
-        remove_dir(dir);
+        bench_remove_dir(dir);
         return CLI_EDATA;
     }
     bench_frames fr;
@@ -815,7 +750,7 @@ int cli_bench(int argc, char **argv)
         cli_errorf("bench: cannot make the frame pool");
         for (int i = 0; i < BENCH_POOL; i++)
             free(fr.pool[i]);
-        remove_dir(dir);
+        bench_remove_dir(dir);
         return CLI_EDATA;
     }
 
@@ -911,7 +846,7 @@ int cli_bench(int argc, char **argv)
     }
     if (progress)
         fprintf(stderr, "\r%60s\r", "");
-    remove_dir(dir);
+    bench_remove_dir(dir);
     for (int i = 0; i < BENCH_POOL; i++)
         free(fr.pool[i]);
     if (interrupted) {

@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cli.h"
 #include "h5s_marc_reader.h"
 #include "marc_ingest.h"
@@ -59,17 +60,11 @@ typedef struct {
     int failed;
 } samples;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double median(const samples *s)
 {
     double v[BENCH_MAX_REPS];
     memcpy(v, s->t, sizeof v);
-    qsort(v, (size_t)s->n, sizeof v[0], cmp_double);
+    qsort(v, (size_t)s->n, sizeof v[0], bench_cmp_double);
     return s->n ? (s->n % 2 ? v[s->n / 2] : (v[s->n / 2 - 1] + v[s->n / 2]) / 2) : 0;
 }
 

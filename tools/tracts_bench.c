@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cli.h"
 #include "h5s_tracts.h"
 #include "h5s_tracts_reader.h"
@@ -122,29 +123,6 @@ typedef struct {
     int ran;
 } tb_sample;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static uint64_t file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-}
-
-static int fsync_path(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 typedef struct {
     h5s_tracts *t;
     const float *pool;
@@ -179,7 +157,7 @@ static void run_ingest(const float *pool, uint64_t n, int producers, const char 
     fo.encode_threads = 2;
     h5s_tracts_options to = H5S_TRACTS_OPTIONS_INIT;
     to.positions_dtype = H5S_FLOAT16;
-    double t0 = now_s();
+    double t0 = bench_now();
     h5s_file *f = NULL;
     h5s_tracts *t = NULL;
     int rc = h5s_file_create(&f, path, &fo);
@@ -196,7 +174,7 @@ static void run_ingest(const float *pool, uint64_t n, int producers, const char 
     producer pr[TB_MAX_PRODUCERS];
     pthread_t th[TB_MAX_PRODUCERS];
     memset(pr, 0, sizeof pr);
-    double tp = now_s();
+    double tp = bench_now();
     for (int k = 0; k < producers; k++) {
         pr[k].t = t;
         pr[k].pool = pool;
@@ -209,7 +187,7 @@ static void run_ingest(const float *pool, uint64_t n, int producers, const char 
     }
     for (int k = 0; k < producers && producers > 1; k++)
         pthread_join(th[k], NULL);
-    r->push_s = now_s() - tp;
+    r->push_s = bench_now() - tp;
     for (int k = 0; k < producers; k++)
         if (pr[k].rc && r->status == 0) {
             r->status = -1;
@@ -220,24 +198,24 @@ static void run_ingest(const float *pool, uint64_t n, int producers, const char 
         r->status = -1;
         snprintf(r->msg, sizeof r->msg, "close: %s", h5s_error_message());
     }
-    if (r->status == 0 && fsync_path(path) != 0) {
+    if (r->status == 0 && bench_fsync_path(path) != 0) {
         r->status = -1;
         snprintf(r->msg, sizeof r->msg, "fsync: %s", strerror(errno));
     }
-    r->total_s = now_s() - t0;
-    r->bytes = file_size(path);
+    r->total_s = bench_now() - t0;
+    r->bytes = bench_file_size(path);
 }
 
 static void run_export(const char *h5, const char *trx, tb_result *r)
 {
     h5s_tracts_export_options o = H5S_TRACTS_EXPORT_OPTIONS_INIT;
     const char *in[1] = {h5};
-    double t0 = now_s();
+    double t0 = bench_now();
     int rc = h5s_tracts_export(in, 1, trx, &o, NULL);
-    if (rc == 0 && fsync_path(trx) != 0)
+    if (rc == 0 && bench_fsync_path(trx) != 0)
         rc = -1;
-    r->total_s = now_s() - t0;
-    r->bytes = file_size(trx);
+    r->total_s = bench_now() - t0;
+    r->bytes = bench_file_size(trx);
     if (rc) {
         r->status = -1;
         snprintf(r->msg, sizeof r->msg, "export: %s", h5s_error_message());
@@ -316,33 +294,6 @@ static void run_child(tb_kind kind, const float *pool, uint64_t n, int producers
     }
 }
 
-/* dd if=/dev/zero of=DIR/dd.bin bs=1M count=MIB conv=fsync, timed from fork to exit. */
-static double run_dd(const char *dir, uint64_t mib)
-{
-    char of[1200], count[32];
-    snprintf(of, sizeof of, "of=%s/dd.bin", dir);
-    snprintf(count, sizeof count, "count=%" PRIu64, mib);
-    double t0 = now_s();
-    pid_t pid = fork();
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0) {
-            dup2(null, STDOUT_FILENO);
-            dup2(null, STDERR_FILENO);
-        }
-        execl("/bin/dd", "dd", "if=/dev/zero", of, "bs=1M", count, "conv=fsync", (char *)NULL);
-        _exit(127);
-    }
-    if (pid < 0)
-        return -1;
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    double secs = now_s() - t0;
-    unlink(of + 3);
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? secs : -1;
-}
-
 /* The baseline of the export: the TRX's own bytes written again with write() + fsync (read
  * back in 1 MiB blocks, so from the page cache), since a disk may store dd's zeros faster
  * than any real data. Seconds, or -1. */
@@ -351,7 +302,7 @@ static double run_copy(const char *src, const char *dst)
     enum { BLOCK = 1 << 20 };
     char *buf = malloc(BLOCK);
     int in = open(src, O_RDONLY | O_CLOEXEC);
-    double t0 = now_s();
+    double t0 = bench_now();
     int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int ok = buf && in >= 0 && out >= 0;
     while (ok) {
@@ -371,7 +322,7 @@ static double run_copy(const char *src, const char *dst)
         }
     }
     ok = ok && fsync(out) == 0;
-    double secs = now_s() - t0;
+    double secs = bench_now() - t0;
     if (in >= 0)
         close(in);
     if (out >= 0)
@@ -379,23 +330,6 @@ static double run_copy(const char *src, const char *dst)
     free(buf);
     unlink(dst);
     return ok ? secs : -1;
-}
-
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[1400];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
 }
 
 static int verdict(const char *what, double value, const char *cmp, double target, const char *unit)
@@ -438,25 +372,6 @@ static int median_index(const tb_sample *v, int n)
             best = i;
     }
     return best;
-}
-
-/* Median of n values (1 <= n <= 16). */
-static double median_of(const double *v, int n)
-{
-    double s[16] = {0};
-    if (n < 1)
-        return 0;
-    if (n > 16)
-        n = 16;
-    for (int i = 0; i < n; i++)
-        s[i] = v[i];
-    for (int i = 1; i < n; i++)
-        for (int k = i; k > 0 && s[k - 1] > s[k]; k--) {
-            double t = s[k];
-            s[k] = s[k - 1];
-            s[k - 1] = t;
-        }
-    return s[n / 2];
 }
 
 int cli_bench_tracts(int argc, char **argv)
@@ -530,7 +445,7 @@ int cli_bench_tracts(int argc, char **argv)
     float *pool = make_pool();
     if (!pool) {
         cli_errorf("bench tracts: out of memory for the pool");
-        remove_dir(dir);
+        bench_remove_dir(dir);
         return CLI_EDATA;
     }
     char h5[1200], h5big[1200], trx[1200], trxbig[1200];
@@ -561,10 +476,10 @@ int cli_bench_tracts(int argc, char **argv)
             unlink(trx);
         run_child(TB_EXPORT, pool, n, 0, h5, trx, &exps[k]);
         trx_bytes = exps[k].res.bytes;
-        dds[k] = run_dd(dir, (trx_bytes + (1u << 20) - 1) >> 20);
+        dds[k] = bench_dd(dir, (trx_bytes + (1u << 20) - 1) >> 20, 1, NULL);
     }
     exp1 = exps[median_index(exps, TB_REPEATS)];
-    double dd_s = median_of(dds, TB_REPEATS);
+    double dd_s = bench_median(dds, TB_REPEATS);
     double dd_rate =
         dd_s > 0 ? (double)(((trx_bytes + (1u << 20) - 1) >> 20) << 20) / 1e6 / dd_s : 0;
     char copy[1200];
@@ -575,7 +490,7 @@ int cli_bench_tracts(int argc, char **argv)
     unlink(h5);
     run_child(TB_INGEST, pool, 10 * n, producers, h5big, NULL, &ing10);
     run_child(TB_EXPORT, pool, 10 * n, 0, h5big, trxbig, &exp10);
-    remove_dir(dir);
+    bench_remove_dir(dir);
     free(pool);
 
     char label[64];
