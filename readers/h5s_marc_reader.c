@@ -187,27 +187,20 @@ h5s_writer_state h5s_marc_reader_writer_state(const h5s_marc_reader *r)
     return r ? r->state : H5S_WRITER_UNKNOWN;
 }
 
+static int refresh_cb(void *reader)
+{
+    return do_refresh(reader);
+}
+
 int h5s_marc_reader_wait(h5s_marc_reader *r, uint64_t known, int timeout_ms, uint64_t *out_count)
 {
     if (!r)
         return h5s_error_set(H5S_EINVAL, "h5s_marc_reader_wait: NULL reader");
-    int64_t start = h5s_rd_now_ms();
-    for (;;) {
-        int rc = do_refresh(r);
-        if (out_count)
-            *out_count = r->count;
-        if (rc)
-            return rc;
-        if (r->count > known || r->state == H5S_WRITER_CLOSED || r->state == H5S_WRITER_FAILED)
-            return 0;
-        int64_t elapsed = h5s_rd_now_ms() - start;
-        if (timeout_ms >= 0 && elapsed >= timeout_ms)
-            return h5s_error_set(H5S_ETIMEDOUT, "%s: no new record in %d ms", r->path, timeout_ms);
-        int64_t wait = r->poll_ms;
-        if (timeout_ms >= 0 && wait > timeout_ms - elapsed)
-            wait = timeout_ms - elapsed;
-        h5s_rd_sleep_ms(wait);
-    }
+    h5s_rd_poll p = {r, refresh_cb, &r->count, &r->state, r->poll_ms, r->path, "record", r->group};
+    int rc = h5s_rd_wait(&p, known, timeout_ms);
+    if (out_count)
+        *out_count = r->count;
+    return rc;
 }
 
 /* ---- open ------------------------------------------------------------------------- */

@@ -118,3 +118,23 @@ int h5s_rd_writer_state(hid_t status, const char *path, h5s_writer_state *out)
                                            : H5S_WRITER_WRITING;
     return 0;
 }
+
+int h5s_rd_wait(const h5s_rd_poll *p, uint64_t known, int timeout_ms)
+{
+    int64_t start = h5s_rd_now_ms();
+    for (;;) {
+        int rc = p->refresh(p->reader);
+        if (rc != 0)
+            return rc;
+        if (*p->count > known || *p->state == H5S_WRITER_CLOSED || *p->state == H5S_WRITER_FAILED)
+            return 0;
+        int64_t elapsed = h5s_rd_now_ms() - start;
+        if (timeout_ms >= 0 && elapsed >= timeout_ms)
+            return h5s_error_set(H5S_ETIMEDOUT, "%s: %s: no %s after %llu in %lld ms", p->path,
+                                 p->where, p->what, (unsigned long long)known, (long long)elapsed);
+        int64_t wait = p->poll_ms;
+        if (timeout_ms >= 0 && wait > timeout_ms - elapsed)
+            wait = timeout_ms - elapsed;
+        h5s_rd_sleep_ms(wait);
+    }
+}

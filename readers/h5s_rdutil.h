@@ -35,4 +35,22 @@ herr_t h5s_rd_read_rows(hid_t dset, hid_t memtype, uint64_t first, uint64_t n, v
  * the file, for the message. Returns 0, or H5S_EIO (message set). */
 int h5s_rd_writer_state(hid_t status, const char *path, h5s_writer_state *out);
 
+/* What h5s_rd_wait polls: refresh(reader) updates *count and *state from the file. */
+typedef struct {
+    void *reader;
+    int (*refresh)(void *reader);
+    const uint64_t *count;
+    const h5s_writer_state *state;
+    unsigned poll_ms;
+    const char *path;  /* the file, for the timeout message */
+    const char *what;  /* "frame", "streamline", "record" */
+    const char *where; /* the dataset or group, for the message */
+} h5s_rd_poll;
+
+/* The readers' wait: refreshes until more than `known` items are committed, the writer
+ * has closed or failed (returns 0), an error, or timeout_ms passes (H5S_ETIMEDOUT, with
+ * "PATH: WHERE: no WHAT after KNOWN in MS ms"; timeout_ms < 0 waits forever), sleeping
+ * poll_ms between refreshes. */
+int h5s_rd_wait(const h5s_rd_poll *p, uint64_t known, int timeout_ms);
+
 #endif

@@ -540,32 +540,19 @@ h5s_writer_state h5s_reader_writer_state(const h5s_reader *reader)
     return reader ? reader->state : H5S_WRITER_UNKNOWN;
 }
 
+static int refresh_cb(void *reader)
+{
+    return do_refresh(reader);
+}
+
 int h5s_reader_wait(h5s_reader *reader, uint64_t known, int timeout_ms, uint64_t *out_count)
 {
     if (!reader)
         return h5s_error_set(H5S_EINVAL, "h5s_reader_wait: reader is NULL");
     h5s_hdf5_quiet();
-    int64_t start = h5s_rd_now_ms();
-    int rc;
-    for (;;) {
-        rc = do_refresh(reader);
-        if (rc != 0)
-            break;
-        if (reader->count > known || reader->state == H5S_WRITER_CLOSED ||
-            reader->state == H5S_WRITER_FAILED)
-            break;
-        int64_t elapsed = h5s_rd_now_ms() - start;
-        if (timeout_ms >= 0 && elapsed >= timeout_ms) {
-            rc =
-                h5s_error_set(H5S_ETIMEDOUT, "%s: %s: no frame after %llu in %lld ms", reader->path,
-                              reader->data_path, (unsigned long long)known, (long long)elapsed);
-            break;
-        }
-        int64_t wait = reader->poll_ms;
-        if (timeout_ms >= 0 && wait > timeout_ms - elapsed)
-            wait = timeout_ms - elapsed;
-        h5s_rd_sleep_ms(wait);
-    }
+    h5s_rd_poll p = {reader,          refresh_cb,   &reader->count, &reader->state,
+                     reader->poll_ms, reader->path, "frame",        reader->data_path};
+    int rc = h5s_rd_wait(&p, known, timeout_ms);
     if (out_count)
         *out_count = reader->count;
     return rc;

@@ -656,31 +656,20 @@ h5s_writer_state h5s_tracts_reader_writer_state(const h5s_tracts_reader *r)
     return r ? r->state : H5S_WRITER_UNKNOWN;
 }
 
+static int refresh_cb(void *reader)
+{
+    return do_refresh(reader);
+}
+
 int h5s_tracts_reader_wait(h5s_tracts_reader *r, uint64_t known, int timeout_ms,
                            uint64_t *out_count)
 {
     if (!r)
         return h5s_error_set(H5S_EINVAL, "h5s_tracts_reader_wait: reader is NULL");
     h5s_hdf5_quiet();
-    int64_t start = h5s_rd_now_ms();
-    int rc;
-    for (;;) {
-        rc = do_refresh(r);
-        if (rc != 0 || r->count > known || r->state == H5S_WRITER_CLOSED ||
-            r->state == H5S_WRITER_FAILED)
-            break;
-        int64_t elapsed = h5s_rd_now_ms() - start;
-        if (timeout_ms >= 0 && elapsed >= timeout_ms) {
-            rc =
-                h5s_error_set(H5S_ETIMEDOUT, "%s: %s: no streamline after %llu in %lld ms", r->path,
-                              H5S_TRACTS_PATH_R, (unsigned long long)known, (long long)elapsed);
-            break;
-        }
-        int64_t wait = r->poll_ms;
-        if (timeout_ms >= 0 && wait > timeout_ms - elapsed)
-            wait = timeout_ms - elapsed;
-        h5s_rd_sleep_ms(wait);
-    }
+    h5s_rd_poll p = {r,          refresh_cb, &r->count,    &r->state,
+                     r->poll_ms, r->path,    "streamline", H5S_TRACTS_PATH_R};
+    int rc = h5s_rd_wait(&p, known, timeout_ms);
     if (out_count)
         *out_count = r->count;
     return rc;
