@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "h5s_types.h"
+#include "h5stream.h"
 
 #define CLI_OK 0
 #define CLI_EDATA 1
@@ -61,6 +62,15 @@ extern volatile sig_atomic_t cli_stop_flag;
 extern volatile sig_atomic_t cli_stop_signal;
 void cli_signals_catch(void);
 void cli_signals_block(sigset_t *old);
+
+/*
+ * The engine options every ingest command takes (DESIGN.md section 5), with one set of
+ * limits and messages: name is "--threads" (encoder threads, 0 = one per core, up to
+ * 256), "--queue-mb" (>= 1), "--flush-every" (items, 0 = off) or "--flush-ms"
+ * (milliseconds, 0 = off); value its text. Returns 0 with fo set, CLI_EUSAGE after
+ * printing why the value is bad, or -1 when name is none of these.
+ */
+int cli_engine_option(const char *name, const char *value, h5s_file_options *fo);
 
 /* Prints "h5stream: " + the formatted message, then the usage text (a newline added if it
  * has none), on stderr; returns CLI_EUSAGE. */

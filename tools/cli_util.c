@@ -6,6 +6,8 @@
 #include <hdf5.h>
 #include <signal.h>
 #include <pthread.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,4 +194,40 @@ int cli_usage_error(const char *usage, const char *fmt, ...)
     size_t n = strlen(usage);
     fprintf(stderr, "%s%s", usage, n && usage[n - 1] == '\n' ? "" : "\n");
     return CLI_EUSAGE;
+}
+
+int cli_engine_option(const char *name, const char *value, h5s_file_options *fo)
+{
+    uint64_t v = 0;
+    int bad = cli_parse_u64(value, &v) != 0;
+    if (strcmp(name, "--threads") == 0) {
+        if (bad || v > 256) {
+            cli_errorf("--threads: expected 0 (one per core) to 256 encoder threads, got '%s'",
+                       value);
+            return CLI_EUSAGE;
+        }
+        fo->encode_threads = (int)v;
+    } else if (strcmp(name, "--queue-mb") == 0) {
+        if (bad || v == 0 || v > (SIZE_MAX >> 20)) {
+            cli_errorf("--queue-mb: expected a whole number of MiB >= 1, got '%s'", value);
+            return CLI_EUSAGE;
+        }
+        fo->queue_bytes = (size_t)v << 20;
+    } else if (strcmp(name, "--flush-every") == 0) {
+        if (bad) {
+            cli_errorf("--flush-every: expected a whole number of items (0: off), got '%s'", value);
+            return CLI_EUSAGE;
+        }
+        fo->flush_every = v;
+    } else if (strcmp(name, "--flush-ms") == 0) {
+        if (bad || v > UINT_MAX) {
+            cli_errorf("--flush-ms: expected a whole number of milliseconds (0: off), got '%s'",
+                       value);
+            return CLI_EUSAGE;
+        }
+        fo->flush_ms = (unsigned)v;
+    } else {
+        return -1;
+    }
+    return 0;
 }

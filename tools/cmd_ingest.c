@@ -248,29 +248,15 @@ static int parse_args(ingest_args *a, int argc, char **argv)
                 return usage_error("--compress: %s", h5s_error_message());
             break;
         case OPT_THREADS:
-            if (cli_parse_u64(optarg, &u) != 0 || u > 1024)
-                return usage_error("--threads: expected 0 (one per core) to 1024, got '%s'",
-                                   optarg);
-            a->file.encode_threads = (int)u;
-            break;
         case OPT_QUEUE_MB:
-            if (cli_parse_u64(optarg, &u) != 0 || u == 0 || u > (SIZE_MAX >> 20))
-                return usage_error("--queue-mb: expected a whole number of MiB >= 1, got '%s'",
-                                   optarg);
-            a->file.queue_bytes = (size_t)u << 20;
-            break;
         case OPT_FLUSH_EVERY:
-            if (cli_parse_u64(optarg, &a->file.flush_every) != 0)
-                return usage_error("--flush-every: expected a whole number of frames, got "
-                                   "'%s'",
-                                   optarg);
-            break;
         case OPT_FLUSH_MS:
-            if (cli_parse_u64(optarg, &u) != 0 || u > UINT_MAX)
-                return usage_error("--flush-ms: expected a whole number of milliseconds, got "
-                                   "'%s'",
-                                   optarg);
-            a->file.flush_ms = (unsigned)u;
+            if (cli_engine_option(c == OPT_THREADS       ? "--threads"
+                                  : c == OPT_QUEUE_MB    ? "--queue-mb"
+                                  : c == OPT_FLUSH_EVERY ? "--flush-every"
+                                                         : "--flush-ms",
+                                  optarg, &a->file) != 0)
+                return usage_hint();
             break;
         case OPT_LOCKING:
             if (strcmp(optarg, "on") == 0)

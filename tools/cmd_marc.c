@@ -176,25 +176,15 @@ int cli_ingest_marc(int argc, char **argv)
             a.threads = (int)v;
             break;
         case OPT_QUEUE:
-            if (cli_parse_u64(optarg, &v) != 0 || v < 1 || v > (1u << 20))
-                INGEST_USAGE("ingest marc: --queue-mb: expected 1 to 1048576, "
-                             "got '%s'",
-                             optarg);
-            a.file.queue_bytes = (size_t)v << 20;
-            break;
         case OPT_EVERY:
-            if (cli_parse_u64(optarg, &v) != 0)
-                INGEST_USAGE("ingest marc: --flush-every: expected a count, "
-                             "got '%s'",
-                             optarg);
-            a.file.flush_every = v;
-            break;
         case OPT_MS:
-            if (cli_parse_u64(optarg, &v) != 0 || v > UINT_MAX)
-                INGEST_USAGE("ingest marc: --flush-ms: expected milliseconds, "
-                             "got '%s'",
-                             optarg);
-            a.file.flush_ms = (unsigned)v;
+            if (cli_engine_option(c == OPT_QUEUE   ? "--queue-mb"
+                                  : c == OPT_EVERY ? "--flush-every"
+                                                   : "--flush-ms",
+                                  optarg, &a.file) != 0) {
+                status = CLI_EUSAGE;
+                goto done;
+            }
             break;
         case OPT_COMPRESS:
             if (h5s_codec_parse(&a.codec, optarg) != 0)

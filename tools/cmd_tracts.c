@@ -146,7 +146,6 @@ static int ingest_parse(ingest_args *a, int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *u = ingest_usage;
-    uint64_t v = 0;
     int c;
     optind = 1;
     opterr = 0;
@@ -171,26 +170,17 @@ static int ingest_parse(ingest_args *a, int argc, char **argv)
                 return cli_usage_error(u, "--compress: %s", h5s_error_message());
             break;
         case OPT_THREADS:
-            if (cli_parse_u64(optarg, &v) != 0 || v > 1024)
-                return cli_usage_error(u, "--threads: expected 0 (one per core) to 1024, got '%s'",
-                                       optarg);
-            a->file.encode_threads = (int)v;
-            break;
         case OPT_QUEUE_MB:
-            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > (SIZE_MAX >> 20))
-                return cli_usage_error(
-                    u, "--queue-mb: expected a whole number of MiB >= 1, got '%s'", optarg);
-            a->file.queue_bytes = (size_t)v << 20;
-            break;
         case OPT_FLUSH_EVERY:
-            if (cli_parse_u64(optarg, &a->file.flush_every) != 0)
-                return cli_usage_error(u, "--flush-every: expected a whole number, got '%s'",
-                                       optarg);
-            break;
         case OPT_FLUSH_MS:
-            if (cli_parse_u64(optarg, &v) != 0 || v > UINT_MAX)
-                return cli_usage_error(u, "--flush-ms: expected milliseconds, got '%s'", optarg);
-            a->file.flush_ms = (unsigned)v;
+            if (cli_engine_option(c == OPT_THREADS       ? "--threads"
+                                  : c == OPT_QUEUE_MB    ? "--queue-mb"
+                                  : c == OPT_FLUSH_EVERY ? "--flush-every"
+                                                         : "--flush-ms",
+                                  optarg, &a->file) != 0) {
+                fputs(u, stderr);
+                return CLI_EUSAGE;
+            }
             break;
         case OPT_RATE:
             if (cli_parse_double(optarg, &a->rate) != 0 || a->rate <= 0)

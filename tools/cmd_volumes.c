@@ -390,9 +390,7 @@ typedef struct {
     int heterogeneous;
     uint64_t block; /* 0 = slice */
     h5s_codec codec;
-    int threads;
-    uint64_t queue_mb, flush_every, flush_ms;
-    int flush_ms_given;
+    h5s_file_options file; /* --threads, --queue-mb, --flush-every, --flush-ms */
 } ingest_args;
 
 static const char ingest_usage[] =
@@ -406,7 +404,9 @@ static int parse_ingest(ingest_args *a, int argc, char **argv)
 {
     memset(a, 0, sizeof *a);
     h5s_codec none = H5S_CODEC_INIT;
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
     a->codec = none;
+    a->file = fo;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         int m;
@@ -442,20 +442,12 @@ static int parse_ingest(ingest_args *a, int argc, char **argv)
             }
         } else if (VC_OPT("--threads") || VC_OPT("--queue-mb") || VC_OPT("--flush-every") ||
                    VC_OPT("--flush-ms")) {
-            uint64_t x = 0;
-            if (m > 0 && (cli_parse_u64(v, &x) != 0 || x > 1000000000)) {
-                cli_errorf("ingest: %s '%s': expected a whole number", arg, v);
+            /* arg may be "--name=value": the name is what comes before '='. */
+            char name[16];
+            snprintf(name, sizeof name, "%.*s", (int)strcspn(arg, "="), arg);
+            if (m < 0 || cli_engine_option(name, v, &a->file) != 0) {
+                fputs(ingest_usage, stderr);
                 return CLI_EUSAGE;
-            }
-            if (strncmp(arg, "--threads", 9) == 0)
-                a->threads = (int)(x > 64 ? 64 : x);
-            else if (strncmp(arg, "--queue-mb", 10) == 0)
-                a->queue_mb = x;
-            else if (strncmp(arg, "--flush-every", 13) == 0)
-                a->flush_every = x;
-            else {
-                a->flush_ms = x;
-                a->flush_ms_given = 1;
             }
         } else if (VC_OPT("--export")) {
             if (m > 0 && strncmp(v, "nifti:", 6) != 0) {
@@ -480,10 +472,6 @@ static int parse_ingest(ingest_args *a, int argc, char **argv)
     if (!a->out || !a->collection || a->sources.n == 0) {
         cli_errorf("ingest: SRC..., -o OUT.h5 and --collection NAME are required");
         fputs(ingest_usage, stderr);
-        return CLI_EUSAGE;
-    }
-    if (a->queue_mb && a->queue_mb < 1) {
-        cli_errorf("ingest: --queue-mb must be at least 1");
         return CLI_EUSAGE;
     }
     return 0;
@@ -676,13 +664,7 @@ int cli_ingest_volumes(int argc, char **argv)
     h5s_volumes *v = NULL;
     h5s_collection *coll = NULL;
     if (status == CLI_OK) {
-        h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
-        if (a.queue_mb)
-            fo.queue_bytes = (size_t)a.queue_mb << 20;
-        fo.encode_threads = a.threads;
-        fo.flush_every = a.flush_every;
-        if (a.flush_ms_given)
-            fo.flush_ms = (unsigned)a.flush_ms;
+        h5s_file_options fo = a.file;
         h5s_collection_options co = H5S_COLLECTION_OPTIONS_INIT;
         co.dtype = first.dtype;
         co.heterogeneous = a.heterogeneous;
@@ -717,7 +699,10 @@ int cli_ingest_volumes(int argc, char **argv)
         w.matcher = matcher;
         w.files = &files;
         pthread_mutex_init(&w.mu, NULL);
-        int nthreads = a.threads > 1 && !a.heterogeneous ? a.threads : 1;
+        /* --threads also sets the readers of NIfTI files (one producer each). */
+        int nthreads = a.file.encode_threads > 1 && !a.heterogeneous ? a.file.encode_threads : 1;
+        if (nthreads > 64)
+            nthreads = 64;
         if ((size_t)nthreads > files.n)
             nthreads = (int)files.n;
         pthread_t th[64];
