@@ -144,14 +144,6 @@ static int tck_next(h5s_tract_reader *r, h5s_tract_streamline *out)
     }
 }
 
-static int tck_groups(h5s_tract_reader *r, h5s_tract_group_fn fn, void *payload)
-{
-    (void)r;
-    (void)fn;
-    (void)payload;
-    return 0;
-}
-
 static void tck_close(h5s_tract_reader *r)
 {
     tck_reader *t = (tck_reader *)r;
@@ -164,7 +156,7 @@ static void tck_close(h5s_tract_reader *r)
     free(t);
 }
 
-static const struct h5s_tract_reader_ops tck_ops = {tck_next, tck_groups, tck_close};
+static const struct h5s_tract_reader_ops tck_ops = {tck_next, NULL, tck_close};
 
 /* Strips leading and trailing white space in place; returns the start. */
 static char *tck_strip(char *s)

@@ -364,7 +364,7 @@ int h5s_trx_entry_parse(const char *entry, h5s_trx_entry_kind *kind, char *group
 #ifdef H5S_TRACTIO_INTERNAL
 struct h5s_tract_reader_ops {
     int (*next)(h5s_tract_reader *r, h5s_tract_streamline *out);
-    int (*groups)(h5s_tract_reader *r, h5s_tract_group_fn fn, void *payload);
+    int (*groups)(h5s_tract_reader *r, h5s_tract_group_fn fn, void *payload); /* NULL: none */
     void (*close)(h5s_tract_reader *r);
 };
 /* Each format's reader struct starts with this. */

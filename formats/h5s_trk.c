@@ -329,14 +329,6 @@ static int trk_next(h5s_tract_reader *r, h5s_tract_streamline *out)
     return 1;
 }
 
-static int trk_groups(h5s_tract_reader *r, h5s_tract_group_fn fn, void *payload)
-{
-    (void)r;
-    (void)fn;
-    (void)payload;
-    return 0;
-}
-
 static void trk_close(h5s_tract_reader *r)
 {
     trk_reader *t = (trk_reader *)r;
@@ -351,7 +343,7 @@ static void trk_close(h5s_tract_reader *r)
     free(t);
 }
 
-static const struct h5s_tract_reader_ops trk_ops = {trk_next, trk_groups, trk_close};
+static const struct h5s_tract_reader_ops trk_ops = {trk_next, NULL, trk_close};
 
 /* nibabel's names: "name" (1 column), "name\0N" (N columns), "" (unused slot); columns
    left over after the named ones form a field named `rest`. */
