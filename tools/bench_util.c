@@ -90,19 +90,98 @@ int bench_fsync_path(const char *path)
     return rc;
 }
 
-void bench_remove_dir(const char *dir)
+void bench_empty_dir(const char *dir)
 {
     DIR *d = opendir(dir);
-    if (d) {
-        const struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[1400];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
+    if (!d)
+        return;
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char p[1400];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
     }
+    closedir(d);
+}
+
+void bench_remove_dir(const char *dir)
+{
+    bench_empty_dir(dir);
     rmdir(dir);
+}
+
+static void write_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static size_t read_all(int fd, void *buf, size_t n)
+{
+    char *p = buf;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, p + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    return got;
+}
+
+int bench_fork_run(void (*fn)(void *arg, void *res), void *arg, void *res, size_t res_size,
+                   struct rusage *ru, char *why, size_t why_size)
+{
+    struct rusage usage;
+    memset(&usage, 0, sizeof usage);
+    if (ru)
+        *ru = usage;
+    int pfd[2];
+    if (pipe(pfd) != 0) {
+        snprintf(why, why_size, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        fn(arg, res);
+        write_all(pfd[1], res, res_size);
+        close(pfd[1]);
+        /* _exit: the parent's stdio buffers and atexit handlers are not the child's. */
+        _exit(0);
+    }
+    close(pfd[1]);
+    if (pid < 0) {
+        close(pfd[0]);
+        snprintf(why, why_size, "fork: %s", strerror(errno));
+        return -1;
+    }
+    size_t got = read_all(pfd[0], res, res_size);
+    close(pfd[0]);
+    int status = 0;
+    while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR)
+        ;
+    if (ru)
+        *ru = usage;
+    if (got == res_size)
+        return 0;
+    if (WIFSIGNALED(status))
+        snprintf(why, why_size, "the run died of signal %d", WTERMSIG(status));
+    else
+        snprintf(why, why_size, "the run sent no result (wait status %d)", status);
+    return -1;
 }

@@ -26,8 +26,20 @@ uint64_t bench_file_size(const char *path);
 /* fsync of a file by path: 0, or -1 (errno set). */
 int bench_fsync_path(const char *path);
 
+/* Removes the files directly in dir (best effort); dir stays. */
+void bench_empty_dir(const char *dir);
+
 /* Removes the files directly in dir, then dir itself (best effort). */
 void bench_remove_dir(const char *dir);
+
+/* Runs fn(arg, res) in a forked child, so that the run has its own heap, threads and peak
+ * RSS, and copies the child's res (res_size bytes, plain data) back through a pipe.
+ * Returns 0 when the whole result came back; otherwise -1, with why (why_size bytes, may
+ * be 0) saying what happened (pipe or fork failed, the child died of a signal, or sent
+ * nothing). ru (may be NULL) receives the child's resource usage (ru_maxrss: its peak RSS
+ * in KiB). stdout and stderr are flushed before the fork; the child ends with _exit. */
+int bench_fork_run(void (*fn)(void *arg, void *res), void *arg, void *res, size_t res_size,
+                   struct rusage *ru, char *why, size_t why_size);
 
 /* Seconds of the monotonic clock. */
 double bench_now(void);

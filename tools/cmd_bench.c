@@ -380,45 +380,6 @@ static int run_h5s(const bench_frames *fr, const run_spec *sp, const char *path,
     return end_run(r, path, t0);
 }
 
-static void write_all(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
-static size_t read_all(int fd, void *buf, size_t n)
-{
-    char *p = buf;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, p + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    return got;
-}
-
-/* Waits for pid, retrying when a signal interrupts; fills ru. Returns the wait status. */
-static int wait_child(pid_t pid, struct rusage *ru)
-{
-    int status = 0;
-    while (wait4(pid, &status, 0, ru) < 0)
-        if (errno != EINTR)
-            return -1;
-    return status;
-}
-
 static volatile sig_atomic_t interrupted;
 
 static void on_signal(int sig)
@@ -444,59 +405,40 @@ static void run_dd(const char *dir, uint64_t mib, run_sample *row)
     row->res.bytes_stored = mib << 20;
 }
 
+typedef struct {
+    const bench_frames *fr;
+    const run_spec *spec;
+    const char *path;
+} child_job;
+
+static void child_main(void *arg, void *res)
+{
+    const child_job *job = arg;
+    run_result *r = res;
+    memset(r, 0, sizeof *r);
+    if (job->spec->kind == RUN_PLAIN)
+        run_plain(job->fr, job->spec, job->path, r);
+    else
+        run_h5s(job->fr, job->spec, job->path, r);
+}
+
 /* Runs one HDF5 workload in a forked child and collects its result and peak RSS. */
 static void run_child(const bench_frames *fr, const char *dir, const run_spec *spec,
                       run_sample *row, int index)
 {
     char path[1200];
     snprintf(path, sizeof path, "%s/run%d.h5", dir, index);
-    int pfd[2];
-    if (pipe(pfd) != 0) {
-        snprintf(row->res.msg, sizeof row->res.msg, "pipe: %s", strerror(errno));
-        row->res.status = -1;
-        return;
-    }
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(pfd[0]);
-        run_result r;
-        memset(&r, 0, sizeof r);
-        if (spec->kind == RUN_PLAIN)
-            run_plain(fr, spec, path, &r);
-        else
-            run_h5s(fr, spec, path, &r);
-        write_all(pfd[1], &r, sizeof r);
-        close(pfd[1]);
-        /* _exit: the parent's stdio buffers and atexit handlers are not the child's. */
-        _exit(r.status == 0 ? 0 : 1);
-    }
-    close(pfd[1]);
-    if (pid < 0) {
-        close(pfd[0]);
-        snprintf(row->res.msg, sizeof row->res.msg, "fork: %s", strerror(errno));
-        row->res.status = -1;
-        return;
-    }
-    size_t got = read_all(pfd[0], &row->res, sizeof row->res);
-    close(pfd[0]);
+    child_job job = {fr, spec, path};
     struct rusage ru;
-    memset(&ru, 0, sizeof ru);
-    int status = wait_child(pid, &ru);
+    char why[256];
+    if (bench_fork_run(child_main, &job, &row->res, sizeof row->res, &ru, why, sizeof why)) {
+        memset(&row->res, 0, sizeof row->res);
+        row->res.status = -1;
+        snprintf(row->res.msg, sizeof row->res.msg, "%s", why);
+    }
     row->maxrss_kib = ru.ru_maxrss;
     row->minflt = ru.ru_minflt;
     row->ran = 1;
-    if (got != sizeof row->res) {
-        memset(&row->res, 0, sizeof row->res);
-        row->res.status = -1;
-        if (WIFSIGNALED(status))
-            snprintf(row->res.msg, sizeof row->res.msg, "the run died of signal %d",
-                     WTERMSIG(status));
-        else
-            snprintf(row->res.msg, sizeof row->res.msg, "the run sent no result (status %d)",
-                     status);
-    }
     unlink(path);
 }
 

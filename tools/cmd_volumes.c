@@ -15,9 +15,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cli.h"
 #include "h5s_codec.h"
 #include "h5s_nifti.h"
@@ -1066,50 +1066,35 @@ static int bench_write(const char *dir, int mode, uint64_t n, int nvol, const ch
     return rc;
 }
 
+typedef struct {
+    const char *dir;
+    int mode;
+    uint64_t n;
+    int nvol;
+    const char *codec;
+} bench_job;
+
+static void bench_child_main(void *arg, void *res)
+{
+    const bench_job *job = arg;
+    memset(res, 0, sizeof(bench_result));
+    bench_write(job->dir, job->mode, job->n, job->nvol, job->codec, res);
+}
+
 /* Runs bench_write in a forked child: its own peak RSS and time. */
 static int bench_child(const char *dir, int mode, uint64_t n, int nvol, const char *codec,
                        bench_result *res)
 {
-    int fd[2];
-    memset(res, 0, sizeof *res);
-    if (pipe(fd) != 0)
-        return -1;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        close(fd[0]);
-        bench_result r;
-        memset(&r, 0, sizeof r);
-        bench_write(dir, mode, n, nvol, codec, &r);
-        ssize_t w = write(fd[1], &r, sizeof r);
-        _exit(w == (ssize_t)sizeof r && r.ok ? 0 : 1);
-    }
-    close(fd[1]);
-    ssize_t got = read(fd[0], res, sizeof *res);
-    close(fd[0]);
-    int wst;
+    bench_job job = {dir, mode, n, nvol, codec};
     struct rusage ru;
-    if (wait4(pid, &wst, 0, &ru) < 0 || got != (ssize_t)sizeof *res)
+    char why[256];
+    memset(res, 0, sizeof *res);
+    if (bench_fork_run(bench_child_main, &job, res, sizeof *res, &ru, why, sizeof why)) {
+        cli_errorf("bench: %s", why);
         return -1;
+    }
     res->maxrss_kib = ru.ru_maxrss;
     return res->ok ? 0 : -1;
-}
-
-static void rm_rf_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char p[PATH_MAX];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    if (d)
-        closedir(d);
 }
 
 int cli_bench_volumes(int argc, char **argv)
@@ -1221,15 +1206,15 @@ int cli_bench_volumes(int argc, char **argv)
             bad = 1;
         }
     }
-    rm_rf_files(dir);
+    bench_empty_dir(dir);
     bad |= bench_child(dir, 0, rss_n, 10, codec, &r10) != 0;
-    rm_rf_files(dir);
+    bench_empty_dir(dir);
     bad |= bench_child(dir, 0, rss_n, 100, codec, &r100) != 0;
     if (!bad)
         printf("memory: peak RSS %.1f MB for 10 volumes of %llu^3, %.1f MB for 100; ratio %.2f\n",
                r10.maxrss_kib / 1024.0, (unsigned long long)rss_n, r100.maxrss_kib / 1024.0,
                (double)r100.maxrss_kib / (double)r10.maxrss_kib);
-    rm_rf_files(dir);
+    bench_empty_dir(dir);
     if (dir == tmpl)
         rmdir(dir);
     if (bad) {

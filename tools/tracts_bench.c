@@ -222,76 +222,41 @@ static void run_export(const char *h5, const char *trx, tb_result *r)
     }
 }
 
-static void write_all(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
 typedef enum { TB_INGEST, TB_EXPORT } tb_kind;
+
+typedef struct {
+    tb_kind kind;
+    const float *pool;
+    uint64_t n;
+    int producers;
+    const char *h5, *trx;
+} tb_job;
+
+static void child_main(void *arg, void *res)
+{
+    const tb_job *job = arg;
+    tb_result *r = res;
+    memset(r, 0, sizeof *r);
+    if (job->kind == TB_INGEST)
+        run_ingest(job->pool, job->n, job->producers, job->h5, r);
+    else
+        run_export(job->h5, job->trx, r);
+}
 
 static void run_child(tb_kind kind, const float *pool, uint64_t n, int producers, const char *h5,
                       const char *trx, tb_sample *smp)
 {
-    int pfd[2];
     memset(smp, 0, sizeof *smp);
-    if (pipe(pfd) != 0) {
-        smp->res.status = -1;
-        snprintf(smp->res.msg, sizeof smp->res.msg, "pipe: %s", strerror(errno));
-        return;
-    }
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(pfd[0]);
-        tb_result r;
-        memset(&r, 0, sizeof r);
-        if (kind == TB_INGEST)
-            run_ingest(pool, n, producers, h5, &r);
-        else
-            run_export(h5, trx, &r);
-        write_all(pfd[1], &r, sizeof r);
-        close(pfd[1]);
-        _exit(r.status == 0 ? 0 : 1);
-    }
-    close(pfd[1]);
-    if (pid < 0) {
-        close(pfd[0]);
-        smp->res.status = -1;
-        snprintf(smp->res.msg, sizeof smp->res.msg, "fork: %s", strerror(errno));
-        return;
-    }
-    ssize_t got = 0;
-    while (got < (ssize_t)sizeof smp->res) {
-        ssize_t k = read(pfd[0], (char *)&smp->res + got, sizeof smp->res - (size_t)got);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
-        got += k;
-    }
-    close(pfd[0]);
+    tb_job job = {kind, pool, n, producers, h5, trx};
     struct rusage ru;
-    memset(&ru, 0, sizeof ru);
-    int status = 0;
-    while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
-        ;
-    smp->maxrss_kib = ru.ru_maxrss;
-    smp->ran = 1;
-    if (got != (ssize_t)sizeof smp->res) {
+    char why[256];
+    if (bench_fork_run(child_main, &job, &smp->res, sizeof smp->res, &ru, why, sizeof why)) {
         memset(&smp->res, 0, sizeof smp->res);
         smp->res.status = -1;
-        snprintf(smp->res.msg, sizeof smp->res.msg, "the run died (wait status %d)", status);
+        snprintf(smp->res.msg, sizeof smp->res.msg, "%s", why);
     }
+    smp->maxrss_kib = ru.ru_maxrss;
+    smp->ran = 1;
 }
 
 /* The baseline of the export: the TRX's own bytes written again with write() + fsync (read
