@@ -591,7 +591,10 @@ static int validate(const rc_scan *sc, int *needs_trim)
     return 0;
 }
 
-static int repair(const char *path, rc_scan *sc, h5s_status_row *status, int has_status)
+/* other_items: what the other models' markers commit (count_models), so the status row
+ * says what the writer's last commit said: every marker's items (docs/format.md). */
+static int repair(const char *path, rc_scan *sc, h5s_status_row *status, int has_status,
+                  uint64_t other_items)
 {
     for (size_t i = 0; i < sc->nsets; i++) {
         rc_set *s = &sc->sets[i];
@@ -605,7 +608,7 @@ static int repair(const char *path, rc_scan *sc, h5s_status_row *status, int has
             return rc;
     }
     if (has_status) {
-        uint64_t committed = 0;
+        uint64_t committed = other_items;
         for (size_t i = 0; i < sc->nsets; i++)
             committed += sc->sets[i].committed;
         status->state = H5S_STATE_CLOSED;
@@ -723,6 +726,19 @@ static void count_models(hid_t fid, h5s_recover_report *rep)
     }
 }
 
+/* The error for a file whose writer died before SWMR writing started and whose objects
+ * HDF5 cannot read whole (the cause, HDF5's, ends the message). */
+static int died_before_swmr(const char *path)
+{
+    return h5s_error_prefix(H5S_EFORMAT,
+                            "%s: its writer died before SWMR writing started (the superblock "
+                            "says open for writing, not for SWMR writing): it had committed "
+                            "nothing, and the objects it was declaring are not all on disk; a "
+                            "file it was creating holds nothing, remove it and run the writer "
+                            "again",
+                            path);
+}
+
 static int recover(const char *path, h5s_recover_report *rep)
 {
     struct stat st;
@@ -748,17 +764,25 @@ static int recover(const char *path, h5s_recover_report *rep)
     if (rc)
         return rc;
 
+    /* Open for writing but not for SWMR writing: a writer that died while it declared
+     * its schema, before H5Fstart_swmr_write and so before its first commit. Its objects
+     * may be on disk only in part; if HDF5 cannot read them, say so (--append's file was
+     * whole before the writer opened it, so it reads, and recovers as any other). */
+    int before_swmr =
+        (sb.flags & RC_SB_WRITE_ACCESS) != 0 && (sb.flags & RC_SB_SWMR_WRITE_ACCESS) == 0;
     if (sb.flags & (RC_SB_WRITE_ACCESS | RC_SB_SWMR_WRITE_ACCESS)) {
         rep->was_open = 1;
         rc = clear_flags_keep_data(path);
         if (rc)
-            return rc;
+            return before_swmr ? died_before_swmr(path) : rc;
     }
 
     rc_scan sc = {path, H5I_INVALID_HID, NULL, 0};
     sc.fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (sc.fid < 0)
-        return h5s_error_set_h5(H5S_EIO, "%s: cannot open", path);
+    if (sc.fid < 0) {
+        rc = h5s_error_set_h5(H5S_EIO, "%s: cannot open", path);
+        return before_swmr ? died_before_swmr(path) : rc;
+    }
     h5s_status_row status;
     memset(&status, 0, sizeof status);
     int needs_trim = 0, has_status = 0, is_ours = 0;
@@ -779,6 +803,8 @@ static int recover(const char *path, h5s_recover_report *rep)
                                "no dataset with a %s beside it)",
                                path, H5S_STATUS_DATASET, H5S_ATTR_FORMAT, H5S_SIDECAR_FRAME_ID);
     }
+    if (rc != 0 && rc != H5S_ENOMEM && before_swmr)
+        rc = died_before_swmr(path);
     int must_write = needs_trim || (has_status > 0 && status.state != H5S_STATE_CLOSED);
     if (rc == 0 && must_write) {
         /* The scan's handles were read-only; change the file through a fresh RDWR open. */
@@ -787,7 +813,7 @@ static int recover(const char *path, h5s_recover_report *rep)
         if (sc.fid < 0)
             rc = h5s_error_set_h5(H5S_EIO, "%s: cannot open for writing", path);
         else
-            rc = repair(path, &sc, &status, has_status > 0);
+            rc = repair(path, &sc, &status, has_status > 0, rep->items);
     }
     for (size_t i = 0; i < sc.nsets; i++) {
         const rc_set *s = &sc.sets[i];
