@@ -552,11 +552,9 @@ static int keep_first(const h5s_format_frames *frames, void *payload)
     return 0;
 }
 
-int h5s_master_read_options(const char *path, h5s_master_options *out, char *data_path,
-                            size_t data_path_size, char *creator, size_t creator_size)
+static int read_options(const char *path, h5s_master_options *out, char *data_path,
+                        size_t data_path_size, char *creator, size_t creator_size)
 {
-    if (!path || !out || !data_path || !creator || data_path_size == 0 || creator_size == 0)
-        return h5s_error_set(H5S_EINVAL, "h5s_master_read_options: NULL argument");
     h5s_master_options o = H5S_MASTER_OPTIONS_INIT;
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_file_locking(fapl, 0, 1);
@@ -625,6 +623,23 @@ int h5s_master_read_options(const char *path, h5s_master_options *out, char *dat
     H5Eclear2(H5E_DEFAULT);
     o.data_path = data_path;
     *out = o;
+    return rc;
+}
+
+int h5s_master_read_options(const char *path, h5s_master_options *out, char *data_path,
+                            size_t data_path_size, char *creator, size_t creator_size)
+{
+    if (!path || !out || !data_path || !creator || data_path_size == 0 || creator_size == 0)
+        return h5s_error_set(H5S_EINVAL, "h5s_master_read_options: NULL argument");
+    /* Most files asked are not masters (`h5stream recover` asks first for every file, a
+     * killed writer's too): the reason goes to h5s_error_message, and HDF5 must not print
+     * its stack. The caller's setting is given back. */
+    H5E_auto2_t old_func = NULL;
+    void *old_data = NULL;
+    H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    int rc = read_options(path, out, data_path, data_path_size, creator, creator_size);
+    H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
     return rc;
 }
 
