@@ -103,6 +103,7 @@ float h5s_half_to_float(uint16_t half)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define H5S_HAVE_F16C_PATH 1
 
@@ -131,11 +132,22 @@ __attribute__((target("avx,f16c"))) static void to_float_f16c(float *dst, const 
         dst[i] = h5s_half_to_float(src[i]);
 }
 
+/* F16C and AVX (CPUID leaf 1, ECX), with the OS saving the YMM registers (OSXSAVE, then
+ * XCR0 bits 1 and 2). __builtin_cpu_supports("f16c") says the same on gcc, but clang 14,
+ * which the fuzzing build uses, does not know that name. */
 static int have_f16c(void)
 {
     static int known = -1;
-    if (known < 0)
-        known = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    if (known < 0) {
+        unsigned a, b, c, d, xcr0_lo, xcr0_hi;
+        int ok =
+            __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && (c & bit_AVX) && (c & bit_OSXSAVE);
+        if (ok) {
+            __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+            ok = (xcr0_lo & 6u) == 6u;
+        }
+        known = ok;
+    }
     return known;
 }
 #endif
