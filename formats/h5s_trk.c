@@ -206,7 +206,6 @@ typedef struct {
     int32_t n_scalars, n_props;
     double aff[4][4]; /* voxmm -> RAS+ mm */
     float *raw;       /* one streamline as stored */
-    size_t raw_cap;
     float *points;
     double *dpv, *dps;
     size_t cap_points;
@@ -238,15 +237,19 @@ static float rdf(const unsigned char *p, int swap)
     return f;
 }
 
+/* Makes room for a streamline of m points: raw holds it as stored (m x (3 + n_scalars)
+   floats, then the n_properties floats, which a streamline of 0 points has too), points
+   and dpv its conversions. The room doubles from a few points, so that it stays within
+   twice the streamline read: with 32767 scalars a point is 128 KiB. */
 static int trk_grow(trk_reader *t, size_t m)
 {
     size_t per = 3u + (size_t)t->n_scalars;
-    if (m <= t->cap_points)
+    if (t->raw && m <= t->cap_points)
         return 0;
-    size_t cap = t->cap_points ? t->cap_points : 1024;
+    size_t cap = t->cap_points ? t->cap_points : 16;
     while (cap < m)
         cap *= 2;
-    float *raw = realloc(t->raw, cap * per * sizeof(float));
+    float *raw = realloc(t->raw, (cap * per + (size_t)t->n_props) * sizeof(float));
     if (raw)
         t->raw = raw;
     float *pts = realloc(t->points, cap * 3 * sizeof(float));
@@ -370,7 +373,9 @@ static int trk_names(trk_reader *t, const unsigned char *slots, int32_t total, c
             int junk = 0;
             for (size_t q = len + 1 + tail; q < 20; q++)
                 junk |= slot[q] != '\0';
-            if (end == num || v < 0 || v > 1000 || junk) {
+            /* K can be any column count TRK holds: n_scalars and n_properties are int16,
+               and the writer names a field of up to 32767 columns this way. */
+            if (end == num || v < 0 || v > INT16_MAX || junk) {
                 free(f);
                 return h5s_error_set(H5S_EFORMAT, "%s: byte %llu: bad %s name \"%.*s\"", t->path,
                                      (unsigned long long)(at + (uint64_t)s * 20), what, (int)len,
