@@ -11,6 +11,11 @@ What lives here:
   dtype's width (two's complement for signed types); for float types it is
   (i * 7919 + p) mod 65536;
 - first_mismatch(): where two arrays of frames first differ, for failure messages;
+- superblock_flags(): the consistency flags a writer left in an HDF5 superblock (read
+  from the bytes, as h5s_recover does, without HDF5), to tell a file whose writer died
+  before H5Fstart_swmr_write from one that died while streaming;
+- iso2709_split(): ISO 2709 records cut by the record length in their leaders, with their
+  byte offsets (independent of formats/h5s_marc.c);
 - Checks: one printed line per check and the closing "N passed, M failed" line.
 """
 
@@ -29,6 +34,9 @@ TIMESTAMP_PATH = "/entry/instrument/detector/timestamp"
 STATUS_PATH = "/h5stream/writer"
 STATE_WRITING = 0
 STATE_CLOSED = 1
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+SB_WRITE_ACCESS = 0x01  # HDF5 file format specification, superblock v2/v3 status flags
+SB_SWMR_WRITE_ACCESS = 0x04
 
 
 class Paths:
@@ -88,6 +96,39 @@ def first_mismatch(seen, expected, first_frame=0):
     return "frame %d element %s is %r, expected %r (%d frame(s) differ)" % (
         first_frame + int(where[0]), tuple(int(i) for i in where[1:]),
         seen[tuple(where)].item(), expected[tuple(where)].item(), frames_bad)
+
+
+def superblock_flags(path):
+    """(version, flags) of the file's superblock, or None when the file has no HDF5
+    signature at 0, 512, 1024, ... (empty, or cut before its superblock was written).
+    flags is 0 for superblock versions 0 and 1, which carry none."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        off = 0
+        while off + 12 <= size:
+            f.seek(off)
+            head = f.read(12)
+            if head[:8] == HDF5_SIGNATURE:
+                version = head[8]
+                return version, (head[11] if version >= 2 else 0)
+            off = 512 if off == 0 else off * 2
+    return None
+
+
+def iso2709_split(data):
+    """[(offset, record bytes)] of data cut by leader/00-04 (the record length); raises
+    ValueError where a length is not 5 digits or a record does not end in 0x1D."""
+    out, at = [], 0
+    while at < len(data):
+        head = data[at:at + 5]
+        if len(head) < 5 or not head.isdigit() or int(head) < 24:
+            raise ValueError("byte %d: no record length in the leader" % at)
+        rec = data[at:at + int(head)]
+        if len(rec) != int(head) or rec[-1:] != b"\x1d":
+            raise ValueError("byte %d: record of length %d does not end in 0x1D" % (at, int(head)))
+        out.append((at, rec))
+        at += len(rec)
+    return out
 
 
 class Checks:
