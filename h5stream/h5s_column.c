@@ -788,6 +788,7 @@ int h5s_group_commit_marker(h5s_group *g)
     if (!g->pending)
         return 0;
     h5s_column *m = g->marker;
+    uint64_t before = m->extent;
     int rc = extend_to(m, g->mark_rows);
     /* The held chunks that start below the mark; rows of theirs past it stay hidden by the
      * extent until a later commit reveals them. */
@@ -807,6 +808,16 @@ int h5s_group_commit_marker(h5s_group *g)
     }
     if (rc == 0 && H5Dflush(m->dset) < 0)
         rc = h5s_error_set_h5(H5S_EIO, "%s: cannot flush %s", g->file->path, m->path);
+    if (rc != 0 && m->extent > before) {
+        /* The extent grew before the rows were stored: take it back, or the next metadata
+         * flush (at close) would commit rows that never reached the disk (a full disk
+         * fails a new chunk, not the extent) and readers would take their fill values
+         * for items. */
+        hsize_t dims[2] = {before, m->ncols};
+        if (H5Dset_extent(m->dset, dims) >= 0)
+            m->extent = before;
+        H5Eclear2(H5E_DEFAULT);
+    }
     if (rc == 0) {
         m->dirty = 0;
         g->pending = 0;

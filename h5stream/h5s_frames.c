@@ -910,10 +910,18 @@ int h5s_frames_commit_marker(h5s_frames *fr)
         return 0;
     if (write_meta(fr->id_dset, H5T_NATIVE_UINT64, fr->written, n, fr->p_ids, sizeof(uint64_t),
                    sizeof(uint64_t)) < 0 ||
-        H5Dflush(fr->id_dset) < 0)
-        return h5s_error_set_h5(H5S_EIO, "%s: %s: commit of frames %llu to %llu failed",
-                                file_path(fr), fr->id_path, (unsigned long long)fr->committed,
-                                (unsigned long long)fr->written);
+        H5Dflush(fr->id_dset) < 0) {
+        int rc = h5s_error_set_h5(H5S_EIO, "%s: %s: commit of frames %llu to %llu failed",
+                                  file_path(fr), fr->id_path, (unsigned long long)fr->committed,
+                                  (unsigned long long)fr->written);
+        /* The marker was extended before its values were written: take the extent back,
+         * or the next metadata flush (at close) would commit frames whose ids never
+         * reached the disk (a full disk fails the values' new chunk, not the extent). */
+        hsize_t back = fr->committed;
+        H5Dset_extent(fr->id_dset, &back);
+        H5Eclear2(H5E_DEFAULT);
+        return rc;
+    }
     fr->committed = fr->written;
     return 0;
 }
