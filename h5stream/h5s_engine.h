@@ -129,6 +129,8 @@ void h5s_queue_mark_done(h5s_queue *q, uint64_t seq_end);
 int h5s_queue_wait_done(h5s_queue *q, uint64_t seq);
 /* Keeps the first error (code, message) and wakes every waiter. */
 void h5s_queue_fail(h5s_queue *q, int code, const char *msg);
+/* Appends note to the kept error's message (cut to fit); nothing when none is kept. */
+void h5s_queue_note(h5s_queue *q, const char *note);
 /* The kept error (with its message restored on this thread), or 0. */
 int h5s_queue_error(h5s_queue *q);
 void h5s_queue_stop_encoders(h5s_queue *q);

@@ -4,6 +4,7 @@
 #include <hdf5.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define H5S_MSG_MAX 1024
@@ -72,19 +73,49 @@ int h5s_error_restore(int code, const char *msg)
     return code;
 }
 
+#define H5S_INNER_MAX 256
+
+/*
+ * A description for a message. HDF5's POSIX drivers describe a failed read or write as
+ * "file write failed: time = <ctime, with its newline>, filename = ..., errno = 28,
+ * error message = 'No space left on device', buf = ..., ..." (H5FDsec2.c); the name, the
+ * time and the buffer address are noise here, and cut at the buffer's size the reason
+ * could be lost, so that form becomes "file write failed: No space left on device (errno
+ * 28)". Other descriptions are kept, with line breaks made spaces.
+ */
+static void tidy_description(char *out, size_t size, const char *desc)
+{
+    const char *time_at = strstr(desc, ": time = ");
+    const char *errno_at = strstr(desc, "errno = ");
+    const char *text_at = strstr(desc, "error message = '");
+    const char *text_end = text_at ? strchr(text_at + 17, '\'') : NULL;
+    if (time_at && errno_at && text_at && text_end) {
+        snprintf(out, size, "%.*s: %.*s (errno %d)", (int)(time_at - desc), desc,
+                 (int)(text_end - (text_at + 17)), text_at + 17, atoi(errno_at + 8));
+    } else {
+        snprintf(out, size, "%s", desc);
+    }
+    for (char *c = out; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
+}
+
 /* Walk callback: keeps the description of the deepest entry that has one. */
 static herr_t keep_innermost(unsigned n, const H5E_error2_t *err, void *payload)
 {
     (void)n;
     char *out = payload;
-    if (err->desc && err->desc[0])
-        snprintf(out, 256, "%s (%s)", err->desc, err->func_name ? err->func_name : "?");
+    if (err->desc && err->desc[0]) {
+        char desc[H5S_INNER_MAX - 64]; /* room for the function name */
+        tidy_description(desc, sizeof desc, err->desc);
+        snprintf(out, H5S_INNER_MAX, "%s (%s)", desc, err->func_name ? err->func_name : "?");
+    }
     return 0;
 }
 
 int h5s_error_set_h5(int code, const char *fmt, ...)
 {
-    char inner[256] = "";
+    char inner[H5S_INNER_MAX] = "";
     va_list ap;
     va_start(ap, fmt);
     vset(fmt, ap);

@@ -518,9 +518,20 @@ static void writer_finish(h5s_file *f)
         h5s_group_close_handles(f->groups[i]);
     H5Dclose(f->status_dset);
     f->status_dset = H5I_INVALID_HID;
-    if (H5Fclose(f->fid) < 0 && h5s_queue_error(&f->q) == 0) {
-        h5s_error_set_h5(H5S_EIO, "%s: closing the file failed", f->path);
-        writer_fail(f, H5S_EIO);
+    if (H5Fclose(f->fid) < 0) {
+        if (h5s_queue_error(&f->q) == 0) {
+            h5s_error_set_h5(H5S_EIO, "%s: closing the file failed", f->path);
+            writer_fail(f, H5S_EIO);
+        }
+        /* HDF5 could not write its metadata at close (a full disk): the file is left
+         * marked open for writing, or shorter than its superblock says, and no reader
+         * opens it until recover has run. The committed items are still there. */
+        char note[1536];
+        snprintf(note, sizeof note,
+                 "; the file could not be closed cleanly either: once there is room, run "
+                 "`h5stream recover %s` (h5s_recover), which keeps every committed item",
+                 f->path);
+        h5s_queue_note(&f->q, note);
     }
     f->fid = H5I_INVALID_HID;
 }

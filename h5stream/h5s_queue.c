@@ -304,6 +304,15 @@ void h5s_queue_fail(h5s_queue *q, int code, const char *msg)
     pthread_mutex_unlock(&q->mu);
 }
 
+void h5s_queue_note(h5s_queue *q, const char *note)
+{
+    pthread_mutex_lock(&q->mu);
+    size_t len = strlen(q->err_msg);
+    if (q->err_code && len + 1 < sizeof q->err_msg)
+        snprintf(q->err_msg + len, sizeof q->err_msg - len, "%s", note);
+    pthread_mutex_unlock(&q->mu);
+}
+
 int h5s_queue_error(h5s_queue *q)
 {
     pthread_mutex_lock(&q->mu);

@@ -247,7 +247,13 @@ int h5s_file_stats_get(h5s_file *file, h5s_file_stats *out);
  * chunk padded with the fill value, sets every extent to the exact frame count, commits,
  * marks the writer status closed, closes HDF5 and frees the handle (also before start,
  * or after an error). NULL is a no-op returning 0.
- * Returns 0, or the first error the writer met (the file is closed all the same).
+ * Returns 0, or the first error the writer met (the file is closed all the same, unless
+ * HDF5 cannot write its metadata at close, on a full disk for example: then the message
+ * says so, and the file, still marked open or shorter than its superblock says, needs
+ * h5s_recover once there is room; its committed items are kept). HDF5 before 1.14.1 then
+ * also keeps a stale file ID that its clean-up at exit crashes on (HDFFV-11052): a
+ * program that may meet a full disk calls H5dont_atexit() before any HDF5 call, as the
+ * h5stream command does.
  * Thread safety: call once, after every other thread has returned from its appends and
  * flushes on this file.
  */
