@@ -40,6 +40,15 @@ static int usage(FILE *f, int status)
 
 int main(int argc, char **argv)
 {
+    /*
+     * No HDF5 clean-up at exit. In HDF5 before 1.14.1 an H5Fclose that fails (a full disk
+     * while the metadata cache is flushed at close) frees the file yet leaves its ID
+     * registered, and the clean-up at exit closes that ID again and crashes
+     * (HDFFV-11052, CVE-2020-10812; fixed by HDFGroup/hdf5 pull request 2496). Every
+     * command closes its own files, so skipping the clean-up loses nothing. It must come
+     * before any other HDF5 call.
+     */
+    H5dont_atexit();
     if (argc < 2)
         return usage(stderr, CLI_EUSAGE);
     const char *cmd = argv[1];
