@@ -641,6 +641,11 @@ static int ingest_frames(int argc, char **argv)
     int blosc = frames && h5s_frames_info(frames, &layout) == 0
                     ? layout.codec.kind == H5S_CODEC_BLOSC
                     : a.codec.kind == H5S_CODEC_BLOSC;
+    /* After a writer error nothing more is committed, so this count is the final one. */
+    h5s_file_stats before_close;
+    memset(&before_close, 0, sizeof before_close);
+    if (file)
+        h5s_file_stats_get(file, &before_close);
     int close_rc = h5s_file_close(file);
     double seconds = cli_now() - t0;
     if (close_rc != 0 && status == CLI_OK) {
@@ -667,9 +672,16 @@ static int ingest_frames(int argc, char **argv)
                    cli_stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", n, a.output, path,
                    close_rc == 0 ? " (committed, file closed)" : "");
         status = CLI_EDATA;
-    } else if (status != CLI_OK && frames) {
+    } else if (status != CLI_OK && frames && close_rc == 0) {
+        /* The source failed, not the writer: close committed every frame appended. */
         cli_errorf("kept the %" PRIu64 " frames written before the error in %s:%s", n, a.output,
                    path);
+    } else if (status != CLI_OK && frames) {
+        cli_errorf("the writer stopped at the error above: %" PRIu64 " of the %" PRIu64
+                   " frames appended were committed before it and are kept in %s:%s (if "
+                   "h5py or h5dump cannot open it, run `h5stream recover %s` once there is "
+                   "room)",
+                   before_close.committed, n, a.output, path, a.output);
     } else if (status == CLI_OK && !a.quiet) {
         print_summary(&a, src, n, total, blosc, seconds);
     }

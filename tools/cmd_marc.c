@@ -77,6 +77,26 @@ static int parse_export_spec(const char *s, export_spec *out)
 
 static const char *const format_names[] = {"iso2709", "marcxml", "marc-json", "line"};
 
+/*
+ * After a writer error (a full disk) only the records committed before it are in the
+ * file, not every one read: read the count back, as any reader would see it.
+ */
+static void report_kept_after_writer_error(const char *out)
+{
+    h5s_marc_reader *r = NULL;
+    if (h5s_marc_reader_open(&r, out, NULL) == 0)
+        cli_errorf("ingest marc: the writer stopped at the error above: the %llu records "
+                   "committed before it are kept in %s (if h5py or h5dump cannot open it, run "
+                   "`h5stream recover %s` once there is room)",
+                   (unsigned long long)h5s_marc_reader_count(r), out, out);
+    else
+        cli_errorf("ingest marc: the writer stopped at the error above and %s cannot be read "
+                   "back (%s): once there is room, run `h5stream recover %s`; it keeps every "
+                   "record committed before the error",
+                   out, h5s_error_message(), out);
+    h5s_marc_reader_close(r);
+}
+
 /* Exports the file to path ("-" = stdout). Returns 0 or prints the error. */
 static int export_to(const char *const *h5paths, size_t n, const char *path,
                      const h5s_marc_export_options *o, h5s_marc_export_stats *st)
@@ -245,6 +265,8 @@ int cli_ingest_marc(int argc, char **argv)
     signal(SIGTERM, SIG_DFL);
     if (rc) {
         cli_errorf("ingest marc: %s: %s", h5s_strerror(rc), res.error);
+        if (rc == H5S_EIO)
+            report_kept_after_writer_error(a.output);
         status = CLI_EDATA;
     } else if (cli_stop_flag) {
         cli_errorf("ingest marc: interrupted by %s: %llu records accepted and %llu rejected are "

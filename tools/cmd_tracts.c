@@ -671,6 +671,11 @@ int cli_ingest_tracts(int argc, char **argv)
         fputs("\r\033[K", stderr);
         fflush(stderr);
     }
+    /* After a writer error nothing more is committed, so this count is the final one. */
+    h5s_file_stats before_close;
+    memset(&before_close, 0, sizeof before_close);
+    if (file)
+        h5s_file_stats_get(file, &before_close);
     int close_rc = h5s_file_close(file);
     double secs = cli_now() - t0;
     if (close_rc != 0 && status == CLI_OK) {
@@ -686,9 +691,15 @@ int cli_ingest_tracts(int argc, char **argv)
         return CLI_EDATA;
     }
     if (status != CLI_OK) {
-        if (file && count)
+        if (file && count && close_rc == 0)
             cli_errorf("kept the %" PRIu64 " streamlines pushed before the error in %s:/tracts",
                        count, a.output);
+        else if (file && count)
+            cli_errorf("the writer stopped at the error above: %" PRIu64 " of the %" PRIu64
+                       " streamlines pushed were committed before it and are kept in %s:/tracts "
+                       "(if h5py or h5dump cannot open it, run `h5stream recover %s` once there "
+                       "is room)",
+                       before_close.committed, count, a.output, a.output);
         return status;
     }
     if (!a.quiet)

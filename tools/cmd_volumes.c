@@ -565,6 +565,31 @@ typedef struct {
     uint64_t bytes;
 } ingest_work;
 
+/*
+ * After a writer error (a full disk) only the volumes committed before it are in the
+ * file, not every one queued: read the count back, as any reader would see it.
+ */
+static void report_kept_after_writer_error(const char *out, const char *collection, uint64_t queued)
+{
+    h5s_volumes_reader *r = NULL;
+    uint64_t committed = 0;
+    int rc = h5s_volumes_reader_open(&r, out, NULL);
+    if (rc == 0)
+        rc = h5s_volumes_reader_refresh(r, collection, &committed);
+    if (rc == 0)
+        cli_errorf("ingest: the writer stopped at the error above: %" PRIu64 " of the %" PRIu64
+                   " volumes queued were committed before it and are kept in %s:/volumes/%s "
+                   "(if h5py or h5dump cannot open it, run `h5stream recover %s` once there is "
+                   "room); the files after it were not read",
+                   committed, queued, out, collection, out);
+    else
+        cli_errorf("ingest: the writer stopped at the error above and %s cannot be read back "
+                   "(%s): once there is room, run `h5stream recover %s`; it keeps every volume "
+                   "committed before the error",
+                   out, h5s_error_message(), out);
+    h5s_volumes_reader_close(r);
+}
+
 static void *ingest_worker(void *arg)
 {
     ingest_work *w = arg;
@@ -734,7 +759,9 @@ int cli_ingest_volumes(int argc, char **argv)
                 "files)%s%" PRIu64 " failed\n",
                 w.done, a.out, a.collection, secs, (double)w.bytes / 1e6, w.failed ? ", " : ", ",
                 w.failed);
-        if (w.failed)
+        if (w.fatal)
+            report_kept_after_writer_error(a.out, a.collection, w.done);
+        else if (w.failed)
             cli_errorf("ingest: kept the %" PRIu64 " good volumes; %" PRIu64
                        " files were refused (see above)",
                        w.done, w.failed);
