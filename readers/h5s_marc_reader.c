@@ -296,14 +296,23 @@ static int try_open(h5s_marc_reader *r, hid_t fapl)
         return e < 0 ? h5s_error_set_h5(H5S_EIO, "%s: cannot look up %s", r->path, p)
                      : h5s_error_set(H5S_ENOTFOUND, "%s: no %s (not a marc file?)", r->path, p);
     r->index = open_dset(r->file, p, MARC_INDEX_CACHE);
-    member_path(p, r, H5S_MARC_OFFSETS);
-    r->offsets = open_dset(r->file, p, MARC_INDEX_CACHE);
-    member_path(p, r, H5S_MARC_RECORDS);
-    r->records = open_dset(r->file, p, MARC_RECORDS_CACHE);
-    if (r->index < 0 || r->offsets < 0 || r->records < 0) {
-        H5Eclear2(H5E_DEFAULT);
-        return h5s_error_set(H5S_EFORMAT, "%s: %s lacks records, offsets or index", r->path,
-                             r->group);
+    if (r->index < 0)
+        return h5s_error_set_h5(H5S_EFORMAT, "%s: %s is not a readable dataset", r->path, p);
+    /* The writer declares every dataset before SWMR starts: one missing is damage. */
+    static const char *const needed[] = {H5S_MARC_OFFSETS, H5S_MARC_RECORDS};
+    hid_t *ids[] = {&r->offsets, &r->records};
+    for (size_t i = 0; i < 2; i++) {
+        member_path(p, r, needed[i]);
+        e = h5s_rd_path_exists(r->file, p);
+        if (e == 0)
+            return h5s_error_set(H5S_EFORMAT,
+                                 "%s: %s is missing (%s has its index but not "
+                                 "its %s)",
+                                 r->path, p, r->group, needed[i]);
+        *ids[i] = e > 0 ? open_dset(r->file, p, i == 0 ? MARC_INDEX_CACHE : MARC_RECORDS_CACHE)
+                        : H5I_INVALID_HID;
+        if (*ids[i] < 0)
+            return h5s_error_set_h5(H5S_EFORMAT, "%s: %s is not a readable dataset", r->path, p);
     }
     int rc = check_layout(r);
     if (rc)
@@ -363,6 +372,11 @@ int h5s_marc_reader_open(h5s_marc_reader **out, const char *path,
         snprintf(reason, sizeof reason, "%s", h5s_error_message());
         int64_t elapsed = h5s_rd_now_ms() - start;
         if (opts->open_timeout_ms >= 0 && elapsed >= opts->open_timeout_ms) {
+            /* A file that is not HDF5, or is cut short, will not open by waiting. */
+            if (rc == H5S_EAGAIN && h5s_rd_unopenable(path) != 0) {
+                rc = H5S_EFORMAT;
+                break;
+            }
             /* A missing /marc in an openable file keeps its own code. */
             if (rc != H5S_ENOTFOUND)
                 rc = H5S_ETIMEDOUT;

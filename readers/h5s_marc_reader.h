@@ -48,8 +48,9 @@ typedef struct {
  * not exist, is not yet in SWMR mode or has no /marc yet. *out is the caller's; free it
  * with h5s_marc_reader_close.
  * Errors: H5S_ETIMEDOUT (not openable in time), H5S_ENOTFOUND (no /marc after the
- * timeout), H5S_EFORMAT (a /marc of another layout version or shape), H5S_EINVAL,
- * H5S_ENOMEM, H5S_EIO.
+ * timeout), H5S_EFORMAT (a /marc of another layout version or shape, or its offsets or
+ * records missing (named); or, after the timeout, the file is not HDF5 or is shorter than
+ * its superblock says), H5S_EINVAL, H5S_ENOMEM, H5S_EIO.
  */
 int h5s_marc_reader_open(h5s_marc_reader **out, const char *path,
                          const h5s_marc_reader_options *opts);

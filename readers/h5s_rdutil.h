@@ -35,6 +35,17 @@ herr_t h5s_rd_read_rows(hid_t dset, hid_t memtype, uint64_t first, uint64_t n, v
  * the file, for the message. Returns 0, or H5S_EIO (message set). */
 int h5s_rd_writer_state(hid_t status, const char *path, h5s_writer_state *out);
 
+/*
+ * Why a file that HDF5 would not open will not open by waiting: when path exists but
+ * holds no HDF5 signature (at byte 0, 512, 1024, ...: an empty file, or another format),
+ * or is shorter than the end of file its superblock records (cut short, or written on a
+ * disk that filled up), sets this thread's message to say so, naming path, and returns
+ * H5S_EFORMAT. Otherwise (no such file, or nothing wrong that the bytes show) returns 0
+ * and leaves the message alone. The readers call it once their open timeout has passed,
+ * so a file its writer is still creating is not judged too early.
+ */
+int h5s_rd_unopenable(const char *path);
+
 /* What h5s_rd_wait polls: refresh(reader) updates *count and *state from the file. */
 typedef struct {
     void *reader;

@@ -486,6 +486,11 @@ int h5s_reader_open(h5s_reader **out, const char *path, const char *dataset,
         snprintf(reason, sizeof reason, "%s", why);
         int64_t elapsed = h5s_rd_now_ms() - start;
         if (opts->open_timeout_ms >= 0 && elapsed >= opts->open_timeout_ms) {
+            /* A file that is not HDF5, or is cut short, will not open by waiting. */
+            if (rc == H5S_EAGAIN && h5s_rd_unopenable(path) != 0) {
+                rc = H5S_EFORMAT;
+                break;
+            }
             /* A missing dataset in an openable file keeps its own code; everything else
              * is "not openable in time". */
             rc = rc == H5S_ENOTFOUND ? H5S_ENOTFOUND : H5S_ETIMEDOUT;

@@ -60,7 +60,8 @@ typedef struct {
  * out: the caller's; free with h5s_reader_close.
  * Errors: H5S_ETIMEDOUT (still not openable; the message says why), H5S_ENOTFOUND
  * (no such dataset, after the timeout), H5S_EFORMAT (not an h5stream frames dataset:
- * wrong rank, type, or no frame_id beside it), H5S_EINVAL, H5S_ENOMEM.
+ * wrong rank, type, or no frame_id beside it; or, after the timeout, the file is not HDF5
+ * or is shorter than its superblock says), H5S_EINVAL, H5S_ENOMEM.
  * Thread safety: a reader is used by one thread at a time; several readers may exist.
  */
 int h5s_reader_open(h5s_reader **out, const char *path, const char *dataset,

@@ -604,6 +604,11 @@ int h5s_tracts_reader_open(h5s_tracts_reader **out, const char *path,
             break;
         int64_t elapsed = h5s_rd_now_ms() - start;
         if (opts->open_timeout_ms >= 0 && elapsed >= opts->open_timeout_ms) {
+            /* A file that is not HDF5, or is cut short, will not open by waiting. */
+            if (rc == H5S_EAGAIN && h5s_rd_unopenable(path) != 0) {
+                rc = H5S_EFORMAT;
+                break;
+            }
             if (opts->open_timeout_ms > 0)
                 h5s_error_prefix(rc == H5S_ENOTFOUND ? H5S_ENOTFOUND : H5S_ETIMEDOUT,
                                  "still not readable after %lld ms", (long long)elapsed);

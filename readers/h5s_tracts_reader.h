@@ -69,7 +69,8 @@ typedef struct {
  * out: the caller's; free with h5s_tracts_reader_close. opts: NULL for the defaults.
  * Errors: H5S_ETIMEDOUT (not readable in time; the message says why), H5S_ENOTFOUND (no
  * /tracts after the timeout), H5S_EFORMAT (a dataset of the wrong rank, type or width, a
- * bad attribute, more fields than h5s_tract_header can name), H5S_EINVAL, H5S_ENOMEM.
+ * bad attribute, more fields than h5s_tract_header can name; or, after the timeout, the
+ * file is not HDF5 or is shorter than its superblock says), H5S_EINVAL, H5S_ENOMEM.
  */
 int h5s_tracts_reader_open(h5s_tracts_reader **out, const char *path,
                            const h5s_tracts_reader_options *opts);

@@ -88,7 +88,26 @@ static int open_collection(h5s_volumes_reader *r, vr_collection *c)
         bad = (!c->desc.heterogeneous && strcmp(kind, "uniform") != 0) ||
               h5s_dtype_parse(&c->desc.dtype, dtype) != 0;
     }
-    c->obs = bad ? H5I_INVALID_HID : H5Dopen2(g, "obs", H5P_DEFAULT);
+    if (bad) {
+        H5Gclose(g);
+        return h5s_error_set(H5S_EFORMAT,
+                             "%s: %s: not a volumes collection (needs the %s and dtype "
+                             "attributes, obs and voxels)",
+                             r->path, path, H5S_VOLUMES_ATTR_KIND);
+    }
+    /* The writer declares both before SWMR starts: one missing is damage, named. */
+    static const char *const needed[] = {"obs", "voxels"};
+    for (size_t i = 0; i < 2; i++) {
+        if (H5Lexists(g, needed[i], H5P_DEFAULT) <= 0) {
+            H5Gclose(g);
+            H5Eclear2(H5E_DEFAULT);
+            return h5s_error_set(H5S_EFORMAT,
+                                 "%s: %s/%s is missing (a volumes collection has "
+                                 "obs and voxels)",
+                                 r->path, path, needed[i]);
+        }
+    }
+    c->obs = H5Dopen2(g, "obs", H5P_DEFAULT);
     if (c->obs >= 0) {
         hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
         H5Pset_chunk_cache(dapl, 4093, VR_CHUNK_CACHE_BYTES, 1.0);
@@ -161,6 +180,13 @@ static int try_open(h5s_volumes_reader *r, char *reason, size_t rsize)
         close_all(r);
         return 1;
     }
+    /* The subject table is part of the model's layout, declared before SWMR starts. */
+    if (!h5s_format_path_exists(r->file, H5S_OBS_META_PATH)) {
+        close_all(r);
+        return h5s_error_set(H5S_EFORMAT,
+                             "%s: %s is missing (the subject table every volumes file has)",
+                             r->path, H5S_OBS_META_PATH);
+    }
     if (h5s_format_path_exists(r->file, H5S_STATUS_DATASET))
         r->status = H5Dopen2(r->file, H5S_STATUS_DATASET, H5P_DEFAULT);
     hid_t vg = H5Gopen2(r->file, H5S_VOLUMES_GROUP, H5P_DEFAULT);
@@ -208,6 +234,11 @@ int h5s_volumes_reader_open(h5s_volumes_reader **out, const char *path,
             return rc;
         }
         if (o.open_timeout_ms >= 0 && h5s_rd_now_ms() - start >= o.open_timeout_ms) {
+            /* A file that is not HDF5, or is cut short, will not open by waiting. */
+            if (r->file < 0 && h5s_rd_unopenable(path) != 0) {
+                h5s_volumes_reader_close(r);
+                return H5S_EFORMAT;
+            }
             int code = strstr(reason, "group") ? H5S_ENOTFOUND : H5S_ETIMEDOUT;
             h5s_error_set(code, "%s: %s", path, reason);
             h5s_volumes_reader_close(r);

@@ -30,7 +30,9 @@ typedef struct h5s_volumes_reader h5s_volumes_reader;
  * opts->poll_ms until opts->open_timeout_ms (NULL: try once).
  * out: the caller's; free with h5s_volumes_reader_close.
  * Errors: H5S_ETIMEDOUT (not openable in time; says why), H5S_ENOTFOUND (no /volumes),
- * H5S_EFORMAT (a collection is not laid out as h5s_volumes.h says), H5S_ENOMEM.
+ * H5S_EFORMAT (a collection is not laid out as h5s_volumes.h says, its obs or voxels or
+ * /obs_meta is missing (named); or, after the timeout, the file is not HDF5 or is shorter
+ * than its superblock says), H5S_ENOMEM.
  */
 int h5s_volumes_reader_open(h5s_volumes_reader **out, const char *path,
                             const h5s_reader_options *opts);
