@@ -546,6 +546,9 @@ int cli_info(int argc, char **argv)
         rc = print_json(&f, &sc, &cols);
     else
         print_text(&f, &sc, &cols);
+    /* Described as far as it goes; then what it lacks, and exit 1 (a data error). */
+    info_problems problems;
+    info_layout_check(fid, &problems);
     info_columns_free(&cols);
     free(sc.sets);
     H5Fclose(fid);
@@ -553,5 +556,7 @@ int cli_info(int argc, char **argv)
         cli_errorf("info: cannot write the output");
         return CLI_EDATA;
     }
-    return CLI_OK;
+    for (int i = 0; i < problems.n; i++)
+        cli_errorf("info: %s: %s", f.path, problems.text[i]);
+    return problems.n ? CLI_EDATA : CLI_OK;
 }

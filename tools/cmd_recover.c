@@ -13,6 +13,7 @@
  * usage error.
  */
 #include <getopt.h>
+#include <hdf5.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "h5s_format.h"
 #include "h5s_master.h"
 #include "h5stream.h"
+#include "info_models.h"
 
 static const char recover_usage[] =
     "usage: h5stream recover FILE.h5\n"
@@ -78,6 +80,29 @@ static void print_shard(const char *shard, uint32_t rank, int rc, const h5s_reco
     }
 }
 
+/*
+ * Recover repairs what a killed writer leaves (flags, end of allocation, payload past the
+ * markers); a dataset that is gone it cannot bring back. Says so, as `info` would, and
+ * exits 1 rather than leave a damaged file looking recovered.
+ */
+static int check_layout(const char *path)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (fid < 0) {
+        char why[256];
+        cli_hdf5_reason(why, sizeof why);
+        cli_errorf("recover: %s: cannot open it after recovery: %s", path, why);
+        return CLI_EDATA;
+    }
+    info_problems problems;
+    info_layout_check(fid, &problems);
+    H5Fclose(fid);
+    for (int i = 0; i < problems.n; i++)
+        cli_errorf("recover: %s: %s; recover cannot rebuild it", path, problems.text[i]);
+    return problems.n ? CLI_EDATA : CLI_OK;
+}
+
 int cli_recover(int argc, char **argv)
 {
     static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
@@ -125,5 +150,5 @@ int cli_recover(int argc, char **argv)
         cli_error_h5s("recover", rc);
         return CLI_EDATA;
     }
-    return CLI_OK;
+    return check_layout(path);
 }

@@ -3,15 +3,18 @@
  * volumes and MARC models (docs/cli.md, "info"): each dataset under /tracts, /volumes,
  * /marc and /obs_meta with its shape, element type, codec and stored bytes. Their layouts
  * are groups of columns (docs/format.md, "Models"): the first axis of every one grows.
+ * Also the layout check that `info` and `recover` share (info_layout_check).
  */
 #include <hdf5.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "h5s_codec.h"
 #include "h5s_format.h"
+#include "h5s_volumes_layout.h"
 #include "info_models.h"
 
 static const char *const model_roots[] = {"/tracts", "/volumes", "/marc", "/obs_meta"};
@@ -166,4 +169,133 @@ void info_columns_free(info_columns *c)
     free(c->cols);
     c->cols = NULL;
     c->n = 0;
+}
+
+/* ---- Layout check: what a damaged or foreign file lacks ---- */
+
+static void problem(info_problems *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void problem(info_problems *p, const char *fmt, ...)
+{
+    if (p->n >= INFO_MAX_PROBLEMS)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->text[p->n++], sizeof p->text[0], fmt, ap);
+    va_end(ap);
+}
+
+/* Each path in list must be there: the writer declares them all before SWMR starts. */
+static void require(hid_t fid, info_problems *p, const char *model, const char *const *list,
+                    size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (h5s_format_path_exists(fid, list[i]) <= 0)
+            problem(p, "%s is missing (part of the %s model's layout, docs/format.md)", list[i],
+                    model);
+}
+
+static herr_t check_collection(hid_t g, const char *name, const H5L_info_t *info, void *payload)
+{
+    (void)info;
+    info_problems *p = payload;
+    static const char *const parts[] = {"obs", "voxels"};
+    for (size_t i = 0; i < 2; i++) {
+        char rel[INFO_COLUMN_PATH];
+        snprintf(rel, sizeof rel, "%s/%s", name, parts[i]);
+        if (H5Lexists(g, rel, H5P_DEFAULT) <= 0)
+            problem(p, "%s/%s is missing (a volumes collection has obs and voxels)",
+                    H5S_VOLUMES_GROUP, rel);
+    }
+    H5Eclear2(H5E_DEFAULT);
+    return 0;
+}
+
+/* 1 when the comma-separated list holds word. */
+static int has_word(const char *list, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *at = list; (at = strstr(at, word)) != NULL; at += n)
+        if ((at == list || at[-1] == ',') && (at[n] == '\0' || at[n] == ','))
+            return 1;
+    return 0;
+}
+
+/* A fixed-length string attribute of the root group; "" when absent or of another kind. */
+static void root_string(hid_t fid, const char *name, char *out, size_t size)
+{
+    out[0] = '\0';
+    hid_t a = H5Aexists(fid, name) > 0 ? H5Aopen(fid, name, H5P_DEFAULT) : H5I_INVALID_HID;
+    hid_t t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+    if (t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) &&
+        H5Tget_size(t) < size && H5Aread(a, t, out) >= 0)
+        out[H5Tget_size(t)] = '\0';
+    else
+        out[0] = '\0';
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+}
+
+static int count_frames(const h5s_format_frames *frames, void *payload)
+{
+    (void)frames;
+    ++*(size_t *)payload;
+    return 0;
+}
+
+void info_layout_check(hid_t fid, info_problems *p)
+{
+    p->n = 0;
+    char format[64], models[256];
+    root_string(fid, "h5stream_format", format, sizeof format);
+    root_string(fid, "h5stream_models", models, sizeof models);
+    if (strcmp(format, H5S_FORMAT_NAME) != 0) {
+        problem(p, "not an h5stream file (no root attribute h5stream_format = \"%s\")",
+                H5S_FORMAT_NAME);
+        H5Eclear2(H5E_DEFAULT);
+        return;
+    }
+    if (h5s_format_path_exists(fid, H5S_STATUS_DATASET) <= 0)
+        problem(p, "%s is missing (every h5stream file has its writer status)", H5S_STATUS_DATASET);
+    size_t nframes = 0;
+    if (has_word(models, "frames") &&
+        h5s_format_find_frames(fid, "", count_frames, &nframes) == 0 && nframes == 0) {
+        char marker[H5S_FORMAT_PATH_MAX];
+        h5s_format_sidecar(marker, sizeof marker, H5S_FRAMES_DEFAULT_PATH, H5S_SIDECAR_FRAME_ID);
+        int data = h5s_format_path_exists(fid, H5S_FRAMES_DEFAULT_PATH) > 0;
+        int mark = h5s_format_path_exists(fid, marker) > 0;
+        if (data && !mark)
+            problem(p, "%s is missing (the commit marker of %s)", marker, H5S_FRAMES_DEFAULT_PATH);
+        else if (mark && !data)
+            problem(p, "%s is missing (its commit marker %s is there)", H5S_FRAMES_DEFAULT_PATH,
+                    marker);
+        else
+            problem(p, "it lists the frames model but has no frames dataset (a dataset with a "
+                       "frame_id beside it)");
+    }
+    if (has_word(models, "tracts")) {
+        static const char *const t[] = {"/tracts/positions", "/tracts/offsets"};
+        require(fid, p, "tracts", t, 2);
+    }
+    if (has_word(models, "volumes")) {
+        static const char *const v[] = {H5S_VOLUMES_GROUP, H5S_OBS_META_PATH};
+        require(fid, p, "volumes", v, 2);
+        hid_t g = h5s_format_path_exists(fid, H5S_VOLUMES_GROUP) > 0
+                      ? H5Gopen2(fid, H5S_VOLUMES_GROUP, H5P_DEFAULT)
+                      : H5I_INVALID_HID;
+        if (g >= 0) {
+            H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, check_collection, p);
+            H5Gclose(g);
+        }
+    }
+    if (has_word(models, "marc")) {
+        static const char *const m[] = {
+            "/marc/records",          "/marc/offsets",          "/marc/index",
+            "/marc/rejected/records", "/marc/rejected/offsets", "/marc/rejected/index",
+            "/marc/rejected/errors"};
+        require(fid, p, "marc", m, sizeof m / sizeof m[0]);
+    }
+    H5Eclear2(H5E_DEFAULT);
 }
