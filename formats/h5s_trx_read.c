@@ -55,6 +55,9 @@ static int layout_fields(h5s_tract_field *f, size_t n, uint32_t *width, const ch
         if (!f[i].ncols || !h5s_dtype_size(f[i].dtype) || !f[i].name[0] ||
             !memchr(f[i].name, '\0', sizeof f[i].name))
             return h5s_error_set(H5S_EINVAL, "%s field %zu: bad name, dtype or ncols", what, i);
+        if (f[i].ncols > UINT32_MAX - col)
+            return h5s_error_set(H5S_EINVAL, "%s field %zu: more than 2^32-1 columns in all", what,
+                                 i);
         f[i].col = col;
         col += f[i].ncols;
     }
@@ -248,6 +251,7 @@ typedef struct {
     struct h5s_tract_reader base;
     char *path;
     int is_dir;
+    uint64_t archive_size; /* bytes of the zip archive */
     zip_t *za;
     trx_entry *entries;
     size_t n_entries;
@@ -356,7 +360,19 @@ static int read_small(trx_reader *t, const trx_entry *e, unsigned char **out)
     return 0;
 }
 
-static int add_entry(trx_reader *t, const char *path, zip_int64_t index, uint64_t size)
+/* Deflate gives at most 1032 bytes per compressed byte (the format's limit: a 258-byte
+   match in fewer than 2 bits). */
+#define TRX_DEFLATE_MAX_RATIO 1032u
+
+/*
+ * Adds a TRX entry of the archive or folder (others are ignored). zip is NULL for a file
+ * of a folder, whose size is its real length; for an entry of an archive it is the
+ * directory record, whose size is only a claim until the entry is read: it is checked
+ * against the compressed bytes first (stored: as many, within the archive; deflate: at
+ * most 1032 to 1; no other method is TRX), since buffers are sized from it.
+ */
+static int add_entry(trx_reader *t, const char *path, zip_int64_t index, uint64_t size,
+                     const zip_stat_t *zip)
 {
     trx_entry e;
     memset(&e, 0, sizeof e);
@@ -369,6 +385,29 @@ static int add_entry(trx_reader *t, const char *path, zip_int64_t index, uint64_
         return h5s_error_prefix(rc, "%s", t->path);
     if (strcmp(path, "header.json") == 0)
         e.kind = (h5s_trx_entry_kind)-1;
+    if (zip) {
+        if (!(zip->valid & ZIP_STAT_COMP_SIZE) || !(zip->valid & ZIP_STAT_COMP_METHOD))
+            return h5s_error_set(H5S_EFORMAT,
+                                 "%s: entry %s: directory record without its "
+                                 "compressed size or method",
+                                 t->path, path);
+        if (zip->comp_method != ZIP_CM_STORE && zip->comp_method != ZIP_CM_DEFLATE)
+            return h5s_error_set(H5S_EFORMAT,
+                                 "%s: entry %s: compression method %d (TRX entries are stored "
+                                 "or deflate)",
+                                 t->path, path, (int)zip->comp_method);
+        uint64_t most = zip->comp_method == ZIP_CM_STORE
+                            ? zip->comp_size
+                            : (zip->comp_size + 1) * TRX_DEFLATE_MAX_RATIO;
+        if (zip->comp_size > t->archive_size || size > most)
+            return h5s_error_set(H5S_EFORMAT,
+                                 "%s: entry %s: the directory says %llu bytes from %llu %s bytes "
+                                 "(in an archive of %llu bytes)",
+                                 t->path, path, (unsigned long long)size,
+                                 (unsigned long long)zip->comp_size,
+                                 zip->comp_method == ZIP_CM_STORE ? "stored" : "deflated",
+                                 (unsigned long long)t->archive_size);
+    }
     trx_entry *n = realloc(t->entries, (t->n_entries + 1) * sizeof *n);
     if (!n)
         return h5s_error_set(H5S_ENOMEM, "%s: no memory", t->path);
@@ -419,7 +458,7 @@ static int list_dir(trx_reader *t, const char *rel, int depth)
             if (depth < 2)
                 rc = list_dir(t, sub, depth + 1);
         } else if (S_ISREG(st.st_mode)) {
-            rc = add_entry(t, sub, -1, (uint64_t)st.st_size);
+            rc = add_entry(t, sub, -1, (uint64_t)st.st_size, NULL);
         }
     }
     closedir(d);
@@ -446,7 +485,7 @@ static int list_zip(trx_reader *t)
             !(st.valid & ZIP_STAT_SIZE))
             return h5s_error_set(H5S_EFORMAT, "%s: zip entry %lld: unreadable directory record",
                                  t->path, (long long)i);
-        int rc = add_entry(t, st.name, i, st.size);
+        int rc = add_entry(t, st.name, i, st.size, &st);
         if (rc)
             return rc;
     }
@@ -678,7 +717,9 @@ static int trx_open_streams(trx_reader *t)
         return rc;
     t->dps_s = calloc(h->n_dps + 1, sizeof *t->dps_s);
     t->dpv_s = calloc(h->n_dpv + 1, sizeof *t->dpv_s);
-    t->dps = calloc(h->dps_width + 1, sizeof *t->dps);
+    /* Without streamlines no dps row is read, and the fields' widths are not bounded by
+       the sizes of their (empty) entries. */
+    t->dps = calloc(t->ns ? (size_t)h->dps_width + 1 : 1, sizeof *t->dps);
     if (!t->dps_s || !t->dpv_s || !t->dps)
         return h5s_error_set(H5S_ENOMEM, "%s: no memory", t->path);
     for (size_t i = 0; i < h->n_dps && !rc; i++)
@@ -717,13 +758,20 @@ static int read_offset(trx_reader *t, uint64_t item, uint64_t *out)
     return 0;
 }
 
+/* The room a buffer grows to for need items, from cap: doubled until it fits, or need
+   itself once doubling would overflow. */
+static size_t grown(size_t cap, size_t need)
+{
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : 2 * cap;
+    return cap;
+}
+
 static int scratch_reserve(trx_reader *t, size_t bytes)
 {
     if (bytes <= t->scratch_cap)
         return 0;
-    size_t cap = t->scratch_cap ? t->scratch_cap : 65536;
-    while (cap < bytes)
-        cap *= 2;
+    size_t cap = grown(t->scratch_cap ? t->scratch_cap : 65536, bytes);
     unsigned char *s = realloc(t->scratch, cap);
     if (!s)
         return h5s_error_set(H5S_ENOMEM, "%s: no memory", t->path);
@@ -763,12 +811,20 @@ static int trx_next(h5s_tract_reader *r, h5s_tract_streamline *out)
                              "%s: entry %s: item %llu: last offset %llu is not NB_VERTICES %llu",
                              t->path, t->offsets->path, (unsigned long long)(t->index + 1),
                              (unsigned long long)end, (unsigned long long)t->nv);
-    size_t n = (size_t)(end - t->cur);
+    /* n and the sizes below are bounded by the entries' sizes, which list_zip checked
+       against the archive; the multiplications are checked for 32-bit hosts. The room
+       starts at the first streamline's points: one point is dpv_width values. */
+    uint64_t n64 = end - t->cur;
     size_t psz = h5s_dtype_size(t->positions->dtype);
+    size_t per_point = 3 * sizeof(float) + 2 * (size_t)h->dpv_width * sizeof(double);
+    if (n64 > SIZE_MAX / 3 / psz || n64 > SIZE_MAX / per_point)
+        return h5s_error_set(H5S_ENOMEM, "%s: no memory for streamline %llu (%llu points)", t->path,
+                             (unsigned long long)t->index, (unsigned long long)n64);
+    size_t n = (size_t)n64;
     if (n > t->cap_points) {
-        size_t cap = t->cap_points ? t->cap_points : 1024;
-        while (cap < n)
-            cap *= 2;
+        size_t cap = grown(t->cap_points ? t->cap_points : n, n);
+        if (cap > SIZE_MAX / per_point)
+            cap = n;
         float *p = realloc(t->points, cap * 3 * sizeof(float));
         if (p)
             t->points = p;
@@ -842,7 +898,8 @@ static int trx_groups(h5s_tract_reader *r, h5s_tract_group_fn fn, void *payload)
                 break;
             h5s_tract_to_f64(tmp, raw, n, e->dtype);
             for (size_t i = 0; i < n; i++) {
-                if (!(tmp[i] >= 0) || tmp[i] >= (double)t->ns) {
+                /* Indices are handed out as uint32 (h5s_tract_group_fn). */
+                if (!(tmp[i] >= 0) || tmp[i] >= (double)t->ns || tmp[i] > (double)UINT32_MAX) {
                     rc = h5s_error_set(H5S_EFORMAT,
                                        "%s: entry %s: item %llu: streamline index %.0f outside "
                                        "[0, NB_STREAMLINES %llu)",
@@ -919,6 +976,7 @@ int h5s_trx_open(h5s_tract_reader **out, const char *path)
         goto fail;
     }
     t->is_dir = S_ISDIR(st.st_mode);
+    t->archive_size = (uint64_t)st.st_size;
     rc = t->is_dir ? list_dir(t, "", 0) : list_zip(t);
     if (!rc)
         rc = trx_build(t);

@@ -719,6 +719,78 @@ static void test_tractio__malformed_trx(void **state)
     tract_free(&t);
 }
 
+/* Reads a whole file into memory (*n bytes, malloc'd). */
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    *n = (size_t)ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *b = xmalloc(*n);
+    assert_int_equal(fread(b, 1, *n, fp), *n);
+    fclose(fp);
+    return b;
+}
+
+/* The central directory record of entry name in a zip held in memory (its signature). */
+static unsigned char *central_record(unsigned char *zip, size_t n, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i + 46 + len <= n; i++)
+        if (memcmp(zip + i, "PK\1\2", 4) == 0 && zip[i + 28] == len && zip[i + 29] == 0 &&
+            memcmp(zip + i + 46, name, len) == 0)
+            return zip + i;
+    fail_msg("no central directory record for %s", name);
+    return NULL;
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* A zip's directory claims sizes that its entries cannot hold: refused at open, before
+ * any buffer is sized from them. */
+static void test_tractio__trx_size_claims(void **state)
+{
+    (void)state;
+    char src[1100], p[1100];
+    tract t;
+    snprintf(src, sizeof src, "%s/simple.tck", g_data);
+    assert_int_equal(tract_load(&t, src), 0);
+    snprintf(p, sizeof p, "%s/claims.trx", g_tmp);
+    size_t n;
+
+    /* stored: one point (12 bytes) more than the entry's 8 points (96 bytes) */
+    write_trx(&t, p, H5S_TRX_ZIP_STORE);
+    unsigned char *zip = slurp(p, &n);
+    unsigned char *rec = central_record(zip, n, "positions.3.float32");
+    put_le32(rec + 24, (uint32_t)(t.nv * 12 + 12));
+    write_file(p, zip, n);
+    expect_error(p, H5S_EFORMAT,
+                 "entry positions.3.float32: the directory says 108 bytes from 96 stored bytes", 0);
+    /* a method TRX does not use (12: bzip2) */
+    put_le32(rec + 24, (uint32_t)(t.nv * 12));
+    rec[10] = 12;
+    write_file(p, zip, n);
+    expect_error(p, H5S_EFORMAT, "entry positions.3.float32: compression method 12", 0);
+    free(zip);
+
+    /* deflate: more than 1032 bytes per compressed byte */
+    write_trx(&t, p, H5S_TRX_ZIP_DEFLATE);
+    zip = slurp(p, &n);
+    rec = central_record(zip, n, "offsets.uint64");
+    uint32_t comp = (uint32_t)rec[20] | (uint32_t)rec[21] << 8 | (uint32_t)rec[22] << 16 |
+                    (uint32_t)rec[23] << 24;
+    put_le32(rec + 24, (comp + 1) * 1032 + 1);
+    write_file(p, zip, n);
+    expect_error(p, H5S_EFORMAT, "entry offsets.uint64: the directory says", 0);
+    free(zip);
+    tract_free(&t);
+}
+
 static int failing_fill(size_t *out_len, void *buf, size_t cap, void *payload)
 {
     (void)buf;
@@ -796,6 +868,7 @@ int main(void)
         cmocka_unit_test(test_tractio__malformed_tck),
         cmocka_unit_test(test_tractio__malformed_trk),
         cmocka_unit_test(test_tractio__malformed_trx),
+        cmocka_unit_test(test_tractio__trx_size_claims),
         cmocka_unit_test(test_tractio__trx_writer_rules),
         cmocka_unit_test(test_tractio__roundtrip_all),
     };
