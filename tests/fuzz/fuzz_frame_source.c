@@ -137,7 +137,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.count = data[6] & 2 ? le64(data + 8) : data[7];
     o.shard_ranks = data[6] >> 4;      /* 0 to 15 */
     o.shard_rank = (data[6] >> 2) & 3; /* sometimes not below ranks: refused */
-    o.shard_block = data[14] & 0x80 ? le64(data + 8) >> (data[14] & 63) : data[14];
+    /* Small blocks, or blocks just past 2^64 / k, whose multiples by a rank overflow. */
+    o.shard_block = data[14] & 0x80 ? UINT64_MAX / (1 + data[15] % 8) + 1 + data[13] % 4 : data[14];
     o.seed = data[15];
     o.repeat = data[2] & 0x80 ? 1 : 0; /* only for FILE.h5: refused elsewhere */
     o.poisson = (data[2] & 0x40) != 0;
