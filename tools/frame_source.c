@@ -891,6 +891,14 @@ int frame_source_open(frame_source **out, const char *spec, const frame_source_o
         free(s);
         return FRAME_SOURCE_EUSAGE;
     }
+    /* Frame numbers go up by blocks of every rank: ranks x block frames must be countable,
+     * or a shard's first frame (rank x block) and its next block wrap around. */
+    if (s->shard_block > UINT64_MAX / s->shard_ranks) {
+        cli_errorf("a block of %llu frames for each of %u ranks overflows the frame numbers",
+                   (unsigned long long)s->shard_block, s->shard_ranks);
+        free(s);
+        return FRAME_SOURCE_EUSAGE;
+    }
     /* A shard starts at the first frame of its first block. */
     s->next = (uint64_t)s->shard_rank * s->shard_block;
     rng_seed(&s->rng, o->seed);
