@@ -48,12 +48,21 @@ int main(int argc, char **argv)
                 printf("frame %llu id %llu mean %.3f crc32 %08x\n", (unsigned long long)seen,
                        (unsigned long long)id, s.mean, s.crc32);
         }
-        if (rc || (h5s_reader_writer_state(r) == H5S_WRITER_CLOSED && seen == count))
+        /* Closed cleanly, or after a writer error (then h5s_reader_wait would return at
+         * once forever): nothing more will come. */
+        h5s_writer_state state = h5s_reader_writer_state(r);
+        if (rc || ((state == H5S_WRITER_CLOSED || state == H5S_WRITER_FAILED) && seen == count))
             break;
     }
     if (rc)
         fprintf(stderr, "read_frames: %s\n", h5s_error_message());
+    else if (h5s_reader_writer_state(r) == H5S_WRITER_FAILED)
+        fprintf(stderr,
+                "read_frames: the writer stopped after an error; its %llu frames are "
+                "whole\n",
+                (unsigned long long)seen);
+    int failed = rc || h5s_reader_writer_state(r) == H5S_WRITER_FAILED;
     free(frame);
     h5s_reader_close(r);
-    return rc ? 1 : 0;
+    return failed ? 1 : 0;
 }
