@@ -226,6 +226,14 @@ static int set_private_flag(hid_t fapl, const char *name)
     return H5Pset(fapl, name, &yes) >= 0;
 }
 
+/* Gives a short file its old size back after clear_flags_keep_data extended it. */
+static void undo_extension(const char *path, uint64_t size)
+{
+    struct stat now;
+    if (stat(path, &now) == 0 && (uint64_t)now.st_size > size)
+        (void)truncate(path, (off_t)size);
+}
+
 static int clear_flags_keep_data(const char *path)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -770,22 +778,33 @@ static int recover(const char *path, h5s_recover_report *rep)
      * whole before the writer opened it, so it reads, and recovers as any other). */
     int before_swmr =
         (sb.flags & RC_SB_WRITE_ACCESS) != 0 && (sb.flags & RC_SB_SWMR_WRITE_ACCESS) == 0;
-    if (sb.flags & (RC_SB_WRITE_ACCESS | RC_SB_SWMR_WRITE_ACCESS)) {
-        rep->was_open = 1;
+    /* Shorter than the end of allocation its superblock records: a writer whose metadata
+     * found no room at close (a full disk without sparse files), or a crash right after
+     * the allocator reserved ahead. The repair open below extends it with zeros to that
+     * end, where no committed item lies (a commit whose bytes failed is taken back). A
+     * file closed cleanly and cut short later is another matter: checked after the scan. */
+    int was_short = sb.eoa > (uint64_t)st.st_size;
+    if (sb.flags & (RC_SB_WRITE_ACCESS | RC_SB_SWMR_WRITE_ACCESS) || was_short) {
+        rep->was_open = (sb.flags & (RC_SB_WRITE_ACCESS | RC_SB_SWMR_WRITE_ACCESS)) != 0;
         rc = clear_flags_keep_data(path);
-        if (rc)
+        if (rc) {
+            if (was_short)
+                undo_extension(path, (uint64_t)st.st_size);
             return before_swmr ? died_before_swmr(path) : rc;
+        }
     }
 
     rc_scan sc = {path, H5I_INVALID_HID, NULL, 0};
     sc.fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (sc.fid < 0) {
         rc = h5s_error_set_h5(H5S_EIO, "%s: cannot open", path);
+        if (was_short)
+            undo_extension(path, (uint64_t)st.st_size);
         return before_swmr ? died_before_swmr(path) : rc;
     }
     h5s_status_row status;
     memset(&status, 0, sizeof status);
-    int needs_trim = 0, has_status = 0, is_ours = 0;
+    int needs_trim = 0, has_status = 0, is_ours = 0, cut_after_close = 0;
     rc = scan_file(&sc);
     if (rc == 0)
         rc = validate(&sc, &needs_trim);
@@ -805,6 +824,19 @@ static int recover(const char *path, h5s_recover_report *rep)
     }
     if (rc != 0 && rc != H5S_ENOMEM && before_swmr)
         rc = died_before_swmr(path);
+    if (rc == 0 && was_short && !rep->was_open &&
+        (has_status <= 0 || status.state == H5S_STATE_CLOSED)) {
+        /* Closed cleanly (or no writer status to say otherwise), yet short: the file was
+         * cut after it was written (an interrupted copy). Zeros would stand in for real
+         * bytes: refuse, and give the file back as it was once it is closed. */
+        cut_after_close = 1;
+        rc = h5s_error_set(H5S_EFORMAT,
+                           "%s: the file is shorter (%" PRIu64 " bytes) than its HDF5 "
+                           "superblock says (%" PRIu64 " bytes), but its writer closed it "
+                           "cleanly: it was cut short afterwards (an interrupted copy?); "
+                           "recover does not pad it, copy it again from its source",
+                           path, (uint64_t)st.st_size, sb.eoa);
+    }
     int must_write = needs_trim || (has_status > 0 && status.state != H5S_STATE_CLOSED);
     if (rc == 0 && must_write) {
         /* The scan's handles were read-only; change the file through a fresh RDWR open. */
@@ -831,8 +863,22 @@ static int recover(const char *path, h5s_recover_report *rep)
     scan_free(&sc);
     if (sc.fid >= 0 && H5Fclose(sc.fid) < 0 && (rc == 0 || rc == H5S_ECODEC))
         rc = h5s_error_set_h5(H5S_EIO, "%s: cannot close after repair", path);
-    if (must_write || rep->was_open)
+    if (rc != 0 && was_short) {
+        /* Not repaired: the zeros added at the end go again, and the message says what
+         * the file's size suggests (unless the cut-after-close check said it already). */
+        undo_extension(path, (uint64_t)st.st_size);
+        if (!cut_after_close && rc != H5S_ENOMEM) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", h5s_error_message());
+            rc = h5s_error_set(rc,
+                               "%s: the file is shorter (%" PRIu64 " bytes) than its HDF5 "
+                               "superblock says (%" PRIu64 " bytes), and what is there "
+                               "cannot be repaired: %s",
+                               path, (uint64_t)st.st_size, sb.eoa, why);
+        }
+    } else if (must_write || rep->was_open || was_short) {
         fsync_path(path);
+    }
     return rc;
 }
 
