@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -596,7 +597,7 @@ static void *ingest_worker(void *arg)
     for (;;) {
         pthread_mutex_lock(&w->mu);
         size_t i = w->next++;
-        int stop = w->fatal;
+        int stop = w->fatal || cli_stop_flag;
         pthread_mutex_unlock(&w->mu);
         if (stop || i >= w->files->n)
             break;
@@ -702,6 +703,11 @@ int cli_ingest_volumes(int argc, char **argv)
             for (int i = 0; i < 3; i++)
                 co.block[i] = a.block;
         }
+        /* SIGINT/SIGTERM stop between volumes and close the file (the engine's threads,
+         * started with the signals blocked, leave them to this command's threads). */
+        cli_signals_catch();
+        sigset_t old;
+        cli_signals_block(&old);
         rc = h5s_file_create(&f, a.out, &fo);
         if (rc == 0)
             rc = h5s_volumes_create(&v, f, plan.ncols ? plan.cols : NULL, plan.ncols);
@@ -711,6 +717,7 @@ int cli_ingest_volumes(int argc, char **argv)
             rc = h5s_file_start_swmr(f);
         if (rc == 0 && plan.t)
             rc = write_meta(v, &plan);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (rc) {
             cli_error_h5s("ingest", rc);
             status = rc == H5S_EINVAL ? CLI_EUSAGE : CLI_EDATA;
@@ -759,14 +766,19 @@ int cli_ingest_volumes(int argc, char **argv)
                 "files)%s%" PRIu64 " failed\n",
                 w.done, a.out, a.collection, secs, (double)w.bytes / 1e6, w.failed ? ", " : ", ",
                 w.failed);
-        if (w.fatal)
+        if (cli_stop_flag) {
+            cli_errorf("interrupted by %s: %" PRIu64 " volumes written to %s:/volumes/%s%s",
+                       cli_stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", w.done, a.out,
+                       a.collection, status == CLI_OK ? " (committed, file closed)" : "");
+            status = CLI_EDATA;
+        } else if (w.fatal)
             report_kept_after_writer_error(a.out, a.collection, w.done);
         else if (w.failed)
             cli_errorf("ingest: kept the %" PRIu64 " good volumes; %" PRIu64
                        " files were refused (see above)",
                        w.done, w.failed);
     }
-    if (f && a.export_dir && status != CLI_EUSAGE) {
+    if (f && a.export_dir && status != CLI_EUSAGE && !cli_stop_flag) {
         int s = export_all(a.out, a.export_dir);
         if (s > status)
             status = s;
