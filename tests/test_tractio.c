@@ -410,8 +410,10 @@ static int run(const char *fmt, ...)
 /* nibabel reads path with the same points as our reader. */
 static void check_nibabel(const char *path, const tract *t)
 {
-    char raw[1100];
-    snprintf(raw, sizeof raw, "%s.points.f32", path);
+    /* The points go beside the test's other outputs, never beside a shared input. */
+    char raw[2200];
+    const char *base = strrchr(path, '/');
+    snprintf(raw, sizeof raw, "%s/%s.points.f32", g_tmp, base ? base + 1 : path);
     FILE *fp = fopen(raw, "wb");
     assert_non_null(fp);
     assert_int_equal(fwrite(t->points, 12, t->nv, fp), t->nv);
