@@ -591,14 +591,17 @@ static int raw_open(frame_source *s, const char *path)
     return 0;
 }
 
-static int raw_next(frame_source *s, void *buf)
+/* Reads up to one frame at s->offset into buf and sets *got to the bytes read (fewer only
+ * where the input ends). Returns 1, 0 when stop was set while a read waited, or
+ * FRAME_SOURCE_EDATA for a read error (printed). s->offset is left to the caller. */
+static int raw_read(frame_source *s, void *buf, size_t *got)
 {
     const char *name = s->path ? s->path : "-";
-    size_t got = 0;
-    while (got < s->frame_bytes) {
+    *got = 0;
+    while (*got < s->frame_bytes) {
         errno = 0;
-        got += fread((char *)buf + got, 1, s->frame_bytes - got, s->fp);
-        if (got == s->frame_bytes || feof(s->fp))
+        *got += fread((char *)buf + *got, 1, s->frame_bytes - *got, s->fp);
+        if (*got == s->frame_bytes || feof(s->fp))
             break;
         if (ferror(s->fp)) {
             /* Signals are not restarted, so that Ctrl-C also ends a read that waits on a
@@ -610,17 +613,25 @@ static int raw_next(frame_source *s, void *buf)
                 continue;
             }
             cli_errorf("raw:%s: read error at byte offset %llu: %s", name,
-                       (unsigned long long)(s->offset + got), strerror(errno));
+                       (unsigned long long)(s->offset + *got), strerror(errno));
             return FRAME_SOURCE_EDATA;
         }
     }
-    if (got == 0)
-        return 0;
+    return 1;
+}
+
+static int raw_next(frame_source *s, void *buf)
+{
+    size_t got;
+    int rc = raw_read(s, buf, &got);
+    if (rc != 1 || got == 0)
+        return rc == 1 ? 0 : rc;
     if (got < s->frame_bytes) {
         cli_errorf("raw:%s: short last frame: frame %llu starts at byte offset %llu but the "
                    "input ends at byte offset %llu (%zu of %zu bytes)",
-                   name, (unsigned long long)s->next, (unsigned long long)s->offset,
-                   (unsigned long long)(s->offset + got), got, s->frame_bytes);
+                   s->path ? s->path : "-", (unsigned long long)s->next,
+                   (unsigned long long)s->offset, (unsigned long long)(s->offset + got), got,
+                   s->frame_bytes);
         return FRAME_SOURCE_EDATA;
     }
     s->offset += got;
@@ -628,26 +639,33 @@ static int raw_next(frame_source *s, void *buf)
 }
 
 /* Passes over n frames of raw input that other shards own: a seek on a regular file, a
- * read into scratch otherwise. Returns 1, 0 (the input ended) or FRAME_SOURCE_EDATA. */
+ * read into scratch otherwise. Returns 1, 0 (the input ends before this shard's next
+ * frame: a short last frame among the ones passed over is its owner's error, not this
+ * shard's) or FRAME_SOURCE_EDATA. */
 static int raw_skip(frame_source *s, uint64_t n, void *scratch)
 {
     struct stat st;
     if (n == 0)
         return 1;
-    if (fstat(fileno(s->fp), &st) == 0 && S_ISREG(st.st_mode) &&
-        (double)n * (double)s->frame_bytes < 9.0e18) {
-        off_t to = (off_t)(s->offset + n * s->frame_bytes);
-        if (to >= st.st_size)
+    if (fstat(fileno(s->fp), &st) == 0 && S_ISREG(st.st_mode)) {
+        /* This shard's next frame starts at offset + n x frame_bytes, compared without
+         * overflow: n can be near 2^64 / frame_bytes with large blocks. */
+        uint64_t size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+        uint64_t left = size > s->offset ? size - s->offset : 0;
+        if (n >= left / s->frame_bytes + (left % s->frame_bytes != 0))
             return 0;
+        off_t to = (off_t)(s->offset + n * s->frame_bytes);
         if (fseeko(s->fp, to, SEEK_SET) == 0) {
             s->offset = (uint64_t)to;
             return 1;
         }
     }
     for (uint64_t i = 0; i < n; i++) {
-        int rc = raw_next(s, scratch);
-        if (rc != 1)
-            return rc;
+        size_t got;
+        int rc = raw_read(s, scratch, &got);
+        if (rc != 1 || got < s->frame_bytes)
+            return rc == 1 ? 0 : rc;
+        s->offset += got;
     }
     return 1;
 }
