@@ -67,6 +67,7 @@ struct h5s_group {
     /* Producer side, under mu; items also read atomically by the writer. */
     atomic_uint_fast64_t items;
     uint64_t cut_items;
+    atomic_uint_fast64_t cuts; /* commit points handed to the writer */
     double last_cut;
 
     /* Writer side. */
@@ -557,6 +558,7 @@ int h5s_group_cut(h5s_group *g, int wait_budget)
     m->mark_items = items;
     m->mark_rows = g->marker->rows;
     g->cut_items = items;
+    atomic_fetch_add(&g->cuts, 1);
     h5s_queue_submit(&f->q, m);
     return 0;
 }
@@ -576,6 +578,19 @@ int h5s_group_item_done(h5s_group *g, uint64_t nitems)
     if (o->flush_ms && h5s_mono_now() - g->last_cut >= o->flush_ms / 1000.0)
         return h5s_group_cut(g, 1);
     return 0;
+}
+
+uint64_t h5s_file_group_cuts(h5s_file *f)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; f && i < f->ngroups; i++)
+        n += atomic_load(&f->groups[i]->cuts);
+    return n;
+}
+
+uint64_t h5s_group_flush_every(const h5s_group *g)
+{
+    return g ? g->file->opts.flush_every : 0;
 }
 
 int h5s_group_needs_cut(h5s_group *g, double now, double interval)

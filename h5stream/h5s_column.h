@@ -115,6 +115,15 @@ uint64_t h5s_column_chunk_rows(const h5s_column *column);
  */
 int h5s_group_item_done(h5s_group *group, uint64_t nitems);
 
+/* The file's flush_every (items per commit, 0 = off): a model that appends items in
+ * batches splits a batch at it, so that commits come as often as the user asked. */
+uint64_t h5s_group_flush_every(const h5s_group *group);
+
+/* Commit points (cuts) the file's groups have handed the writer so far, all groups
+ * together. The writer may merge cuts that wait in its queue together into one commit, so
+ * this counts what the flush policy asked for, not commits. Thread-safe. */
+uint64_t h5s_file_group_cuts(h5s_file *file);
+
 /* Items completed so far (group locked, or after close). */
 uint64_t h5s_group_items(const h5s_group *group);
 

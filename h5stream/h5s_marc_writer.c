@@ -550,7 +550,6 @@ int h5s_marc_model_append(h5s_marc_model *m, const h5s_marc_item *items, size_t 
 {
     if (!m || (!items && n))
         return h5s_error_set(H5S_EINVAL, "h5s_marc_model_append: NULL argument");
-    size_t nacc = 0, nrej = 0;
     for (size_t i = 0; i < n; i++) {
         const h5s_marc_item *it = &items[i];
         if ((!it->data && it->len) || it->len > UINT32_MAX || it->original_len > UINT32_MAX ||
@@ -558,23 +557,29 @@ int h5s_marc_model_append(h5s_marc_model *m, const h5s_marc_item *items, size_t 
             return h5s_error_set(H5S_EINVAL, "%s: marc record %llu: bad item (size %zu, source %u)",
                                  h5s_file_path(m->file), (unsigned long long)it->index.ordinal,
                                  it->len, (unsigned)it->index.source);
-        if (it->rejected)
-            nrej++;
-        else
-            nacc++;
     }
     if (m->finished)
         return h5s_error_set(H5S_ESTATE, "%s: marc append after finish", h5s_file_path(m->file));
     int rc = 0;
+    /* A batch larger than flush_every goes in slices of flush_every items, each counted
+     * (and so committed) on its own, as the user's flush policy asks. */
+    uint64_t every = h5s_group_flush_every(m->acc);
+    size_t slice = every && every < n ? (size_t)every : n;
     /* Both locks, always in this order, so concurrent batches keep input order in each
      * group (the writer thread only ever try-locks a group). */
     h5s_group_lock(m->acc);
-    if (nacc)
-        rc = append_accepted(m, items, n, nacc);
-    if (rc == 0 && nrej) {
-        h5s_group_lock(m->rej);
-        rc = append_rejected(m, items, n, nrej);
-        h5s_group_unlock(m->rej);
+    for (size_t at = 0; rc == 0 && at < n; at += slice) {
+        const h5s_marc_item *part = items + at;
+        size_t k = n - at < slice ? n - at : slice, kacc = 0;
+        for (size_t i = 0; i < k; i++)
+            kacc += !part[i].rejected;
+        if (kacc)
+            rc = append_accepted(m, part, k, kacc);
+        if (rc == 0 && kacc < k) {
+            h5s_group_lock(m->rej);
+            rc = append_rejected(m, part, k, k - kacc);
+            h5s_group_unlock(m->rej);
+        }
     }
     pthread_mutex_lock(&m->stats_mu);
     m->stats.accepted = m->n_acc;

@@ -424,6 +424,46 @@ static void test_marc_model__live_reader(void **state)
     free_corpus(&c);
 }
 
+/* flush_every holds inside one batch: 100 records appended at once with flush_every 10
+ * make 10 commit points, and are committed with no explicit flush. */
+static void test_marc_model__flush_every_in_a_batch(void **state)
+{
+    (void)state;
+    corpus c;
+    load_corpus(&c, "BooksAll.2014.part01-0001.mrc");
+    assert_int_equal(c.n, 100);
+    char path[2048];
+    tmp_path(path, sizeof path, "every.h5");
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+    fo.flush_ms = 0;
+    fo.flush_every = 10;
+    writer w;
+    assert_int_equal(h5s_file_create(&w.file, path, &fo), 0);
+    h5s_marc_model_options mo = H5S_MARC_MODEL_OPTIONS_INIT;
+    const char *sources[] = {"books.mrc"};
+    assert_int_equal(h5s_marc_model_create(&w.model, w.file, sources, 1, &mo), 0);
+    assert_int_equal(h5s_file_start_swmr(w.file), 0);
+    h5s_marc_reader *r = open_reader(path, 0);
+    h5s_marc_item items[100];
+    h5s_marc_report reps[100];
+    h5s_marc_buf bufs[100];
+    memset(bufs, 0, sizeof bufs);
+    make_items(items, reps, bufs, &c, 0, 100, 0, 0, H5S_MARC_STRICT);
+    uint64_t cuts0 = h5s_file_group_cuts(w.file);
+    assert_int_equal(h5s_marc_model_append(w.model, items, 100), 0);
+    /* A commit point every 10 records (the writer may merge those it finds queued
+     * together into fewer commits). */
+    assert_int_equal(h5s_file_group_cuts(w.file) - cuts0, 10);
+    uint64_t n = 0;
+    assert_int_equal(h5s_marc_reader_wait(r, 99, 5000, &n), 0);
+    assert_int_equal(n, 100);
+    close_writer(&w);
+    h5s_marc_reader_close(r);
+    for (int i = 0; i < 100; i++)
+        h5s_marc_buf_free(&bufs[i]);
+    free_corpus(&c);
+}
+
 /* Exports: ISO 2709 is the stored bytes; MARCXML and MARC-in-JSON hold every record. */
 static void test_marc_model__export(void **state)
 {
@@ -604,6 +644,7 @@ int main(void)
         cmocka_unit_test(test_marc_model__roundtrip),
         cmocka_unit_test(test_marc_model__rejected_and_repaired),
         cmocka_unit_test(test_marc_model__live_reader),
+        cmocka_unit_test(test_marc_model__flush_every_in_a_batch),
         cmocka_unit_test(test_marc_model__export),
         cmocka_unit_test(test_marc_model__errors),
         cmocka_unit_test(test_marc_model__index_row),
