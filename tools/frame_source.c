@@ -257,6 +257,11 @@ static void store_values(void *buf, size_t at, h5s_dtype t, const double *v, siz
     case H5S_FLOAT64:
         memcpy((double *)buf + at, v, n * sizeof *v);
         break;
+    case H5S_FLOAT16:
+        /* Through float32, which h5s_half_from_float takes (draws are integers, exact). */
+        for (size_t i = 0; i < n; i++)
+            ((uint16_t *)buf)[at + i] = h5s_half_from_float((float)v[i]);
+        break;
     default:
         break;
     }
@@ -566,6 +571,12 @@ static void ramp_fill(const frame_source *s, void *buf, uint64_t frame)
     case H5S_FLOAT64:
         for (size_t p = 0; p < n; p++)
             ((double *)buf)[p] = (double)((base + p) & 0xffffu);
+        break;
+    case H5S_FLOAT16:
+        /* float16 holds integers exactly up to 2048; beyond, the nearest one (numpy's
+         * float16(x)), and infinity from 65520 on. */
+        for (size_t p = 0; p < n; p++)
+            ((uint16_t *)buf)[p] = h5s_half_from_float((float)((base + p) & 0xffffu));
         break;
     default:
         break;

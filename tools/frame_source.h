@@ -5,7 +5,8 @@
  *   sim, sim:poisson   seeded synthetic photon-counting frames (Poisson counts, a few
  *                      photons of background, bright powder rings)
  *   sim:ramp           element p of frame i = (i * 7919 + p), truncated to the dtype
- *                      (floats: modulo 65536), so any reader can recompute it
+ *                      (floats: modulo 65536, float16 then rounded to its nearest),
+ *                      so any reader can recompute it
  *   raw:PATH, raw:-    little-endian frames back to back, from a file or stdin
  *   FILE.h5:/dataset   an HDF5 dataset: 2-D is one frame, 3-D or 4-D is [N, frame...]
  * and hands out one frame at a time, C order, little-endian, in its dtype.

@@ -6,7 +6,8 @@
  *             file's bytes of that global frame, the frames exactly this shard's ones
  *             below the count, in order, the stream ending at the file's end or with an
  *             error for a short last frame (what a model computes alone);
- *   sim:ramp  each element must be (frame * 7919 + p) truncated to the dtype;
+ *   sim:ramp  each element must be (frame * 7919 + p) truncated to the dtype (floats:
+ *             modulo 65536, float16 rounded as h5s_half_from_float does);
  *   sim       a few small synthetic frames;
  *   SPEC      the rest of the input, up to a NUL, as the spec text, so that the spec
  *             parser sees anything (raw: paths are pointed at the input file, FILE.h5 at
@@ -95,6 +96,13 @@ static void check_stream(frame_source *src, int kind, const frame_source_options
             h5s_dtype t = frame_source_dtype(src);
             for (size_t p = 0; p < fb / es; p++) {
                 uint64_t v = expect * 7919u + p, got = 0;
+                if (t == H5S_FLOAT16) {
+                    uint16_t half;
+                    memcpy(&half, buf + p * es, 2);
+                    if (half != h5s_half_from_float((float)(v & 0xffffu)))
+                        FUZZ_TRAP();
+                    continue;
+                }
                 if (t == H5S_FLOAT32 || t == H5S_FLOAT64) {
                     double d;
                     if (t == H5S_FLOAT32) {
