@@ -617,7 +617,7 @@ static int ingest_frames(int argc, char **argv)
         rc = h5s_frames_append(frames, buf, fb, &meta);
         if (rc != 0) {
             char what[64];
-            snprintf(what, sizeof what, "frame %" PRIu64, n);
+            snprintf(what, sizeof what, "appending frame %" PRIu64, n);
             cli_error_h5s(what, rc);
             status = CLI_EDATA;
             break;
