@@ -37,8 +37,10 @@ extern "C" {
 
 /*
  * Everything the collection keeps of a NIfTI header. Field meanings are the spec's; the
- * NIfTI-1 float fields are widened to double exactly, so a NIfTI-1 header written back
- * from this struct is bit-identical in these fields.
+ * NIfTI-1 float fields are widened to double exactly, so this struct holds them
+ * bit-identical. Written back as NIfTI-1, they are too, except where libnifti2 normalises
+ * (|pixdim|, pixdim[0] 0 without a qform, scl_inter dropped when scl_slope is 0: see
+ * docs/nifti.md).
  */
 typedef struct {
     int version;        /* 1 (NIfTI-1, 348-byte header) or 2 (NIfTI-2, 540 bytes) */
