@@ -1,10 +1,12 @@
 /* h5s_format.c - layout helpers shared by the writer and the readers. */
 #include "h5s_format.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "h5s_error.h"
 
@@ -244,4 +246,48 @@ h5s_dtype h5s_format_dtype_of(hid_t type)
     default:
         return H5S_DTYPE_INVALID;
     }
+}
+
+static uint64_t load_le(const unsigned char *p, unsigned n)
+{
+    uint64_t v = 0;
+    for (unsigned i = n; i-- > 0;)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+int h5s_format_superblock(int fd, uint64_t size, h5s_superblock *out)
+{
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    memset(out, 0, sizeof *out);
+    for (uint64_t off = 0; off + sizeof sig <= size; off = off ? off * 2 : 512) {
+        unsigned char b[64];
+        ssize_t n;
+        do
+            n = pread(fd, b, sizeof b, (off_t)off);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+            return -1;
+        if (n < (ssize_t)sizeof sig || memcmp(b, sig, sizeof sig) != 0)
+            continue;
+        out->offset = off;
+        out->version = n > 8 ? b[8] : 0;
+        size_t base_at = 0;
+        if (out->version == 2 || out->version == 3) {
+            out->offset_size = n > 9 ? b[9] : 0;
+            out->flags = n > 11 ? b[11] : 0;
+            base_at = 12;
+        } else if (out->version <= 1) {
+            out->offset_size = n > 13 ? b[13] : 0;
+            base_at = out->version == 0 ? 24 : 28;
+        }
+        unsigned osz = out->offset_size;
+        if (base_at && (osz == 2 || osz == 4 || osz == 8) &&
+            base_at + 3 * (size_t)osz <= (size_t)n) {
+            uint64_t base = load_le(b + base_at, osz), eof = load_le(b + base_at + 2 * osz, osz);
+            out->eof = base + eof >= base ? base + eof : 0;
+        }
+        return 1;
+    }
+    return 0;
 }

@@ -8,6 +8,7 @@
 #define H5S_FORMAT_H
 
 #include <hdf5.h>
+#include <stdint.h>
 #include <stddef.h>
 
 #include "h5s_types.h"
@@ -86,6 +87,27 @@ hid_t h5s_format_swmr_read_fapl(void);
 /* 1 when every component of the absolute path exists as a link (H5Lexists alone fails
  * when a parent is missing). */
 int h5s_format_path_exists(hid_t loc, const char *path);
+
+/* What a file's HDF5 superblock says, read from its bytes without HDF5. */
+typedef struct {
+    uint64_t offset;      /* where the signature was found: 0, 512, 1024, 2048, ... */
+    unsigned version;     /* superblock version, 0 to 3 */
+    unsigned offset_size; /* bytes per address: 2, 4 or 8 when valid */
+    unsigned flags;       /* file consistency flags (versions 2 and 3; 0 otherwise) */
+    uint64_t eof;         /* end-of-file address it records, absolute (base + EOF); 0 when
+                             its bytes do not say (bad size of offsets, unknown version,
+                             or the file ends inside the superblock) */
+} h5s_superblock;
+
+/*
+ * Finds the HDF5 signature of the file open as fd (size bytes long) at byte 0, 512, 1024,
+ * 2048, ... (after a user block) and reads the superblock there into out. HDF5 file format
+ * specification, "Superblock": versions 0 and 1 put the base address at byte 24 (28 for
+ * version 1), versions 2 and 3 at byte 12, each followed by two more addresses, the
+ * second the end-of-file address. Returns 1 when found, 0 when the file has no HDF5
+ * signature, -1 when a read fails (errno set). Thread-safe; reads with pread only.
+ */
+int h5s_format_superblock(int fd, uint64_t size, h5s_superblock *out);
 
 /* Limits of a frames dataset's description. */
 #define H5S_FORMAT_PATH_MAX 512

@@ -60,8 +60,6 @@
 #define RC_SB_WRITE_ACCESS 0x01u
 #define RC_SB_SWMR_WRITE_ACCESS 0x04u
 
-static const unsigned char hdf5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-
 /* What the superblock says. */
 typedef struct {
     unsigned version;
@@ -94,52 +92,33 @@ typedef struct {
 
 /* ---- Superblock and other processes ---- */
 
-static uint64_t read_le(const unsigned char *p, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = n; i-- > 0;)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-/* Fills sb from the file's superblock. H5S_EFORMAT when there is no HDF5 signature. */
+/* Fills sb from the file's superblock. H5S_EFORMAT when there is no HDF5 signature or
+ * a version 2/3 superblock has a bad size of offsets. */
 static int read_superblock(const char *path, uint64_t fsize, rc_super *sb)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return h5s_error_set(H5S_EIO, "%s: cannot open: %s", path, strerror(errno));
-    int rc = h5s_error_set(H5S_EFORMAT, "%s: not an HDF5 file (no HDF5 signature)", path);
-    /* The signature sits at 0, 512, 1024, 2048, ... (after a user block, if any). */
-    for (uint64_t off = 0; off + 8 <= fsize; off = off ? off * 2 : 512) {
-        unsigned char b[64];
-        ssize_t n = pread(fd, b, sizeof b, (off_t)off);
-        if (n < 12)
-            break;
-        if (memcmp(b, hdf5_signature, sizeof hdf5_signature) != 0)
-            continue;
-        memset(sb, 0, sizeof *sb);
-        sb->version = b[8];
-        if (sb->version >= 2) {
-            /* signature, version, size of offsets, size of lengths, flags, then base
-             * address, extension address and end-of-file address, each `osz` bytes. */
-            unsigned osz = b[9];
-            if ((osz != 2 && osz != 4 && osz != 8) || (ssize_t)(12 + 3 * osz) > n) {
-                rc = h5s_error_set(H5S_EFORMAT,
-                                   "%s: superblock at byte %" PRIu64 " has a bad size of "
-                                   "offsets (%u)",
-                                   path, off, osz);
-                break;
-            }
-            sb->flags = b[11];
-            sb->eoa = read_le(b + 12, osz) + read_le(b + 12 + 2 * osz, osz);
-        }
-        rc = 0;
-        break;
-    }
+    h5s_superblock s;
+    int found = h5s_format_superblock(fd, fsize, &s);
+    int err = errno;
     close(fd);
-    if (rc == 0)
-        h5s_error_clear();
-    return rc;
+    if (found < 0)
+        return h5s_error_set(H5S_EIO, "%s: cannot read: %s", path, strerror(err));
+    if (found == 0)
+        return h5s_error_set(H5S_EFORMAT, "%s: not an HDF5 file (no HDF5 signature)", path);
+    memset(sb, 0, sizeof *sb);
+    sb->version = s.version;
+    if (s.version >= 2) {
+        if (s.eof == 0)
+            return h5s_error_set(H5S_EFORMAT,
+                                 "%s: superblock at byte %" PRIu64 " has a bad size of "
+                                 "offsets (%u)",
+                                 path, s.offset, s.offset_size);
+        sb->flags = s.flags;
+        sb->eoa = s.eof;
+    }
+    return 0;
 }
 
 #ifdef __linux__

@@ -144,81 +144,32 @@ int h5s_rd_wait(const h5s_rd_poll *p, uint64_t known, int timeout_ms)
     }
 }
 
-static uint64_t load_le(const unsigned char *p, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = n; i-- > 0;)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-/*
- * The end-of-file address a superblock at off records (absolute: base address + EOF
- * address), from its bytes b (n of them). HDF5 file format specification, "Superblock":
- * versions 0 and 1 put the base address after 16 bytes of versions and sizes, the group
- * K values and the flags (24 bytes in all; version 1 adds 4), then the free-space (or
- * extension) address and the EOF address; versions 2 and 3 put it at byte 12. 0 when the
- * bytes do not say (an unknown version, a bad size of offsets, or cut short).
- */
-static uint64_t superblock_eof(const unsigned char *b, size_t n)
-{
-    unsigned version = b[8];
-    size_t base_at;
-    unsigned osz;
-    if (version >= 2 && version <= 3) {
-        osz = b[9];
-        base_at = 12;
-    } else if (version <= 1) {
-        osz = n > 13 ? b[13] : 0;
-        base_at = version == 0 ? 24 : 28;
-    } else {
-        return 0;
-    }
-    if ((osz != 2 && osz != 4 && osz != 8) || base_at + 3 * (size_t)osz > n)
-        return 0;
-    uint64_t base = load_le(b + base_at, osz), eof = load_le(b + base_at + 2 * osz, osz);
-    return base + eof >= base ? base + eof : 0;
-}
-
 int h5s_rd_unopenable(const char *path)
 {
-    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return 0;
-    }
-    uint64_t size = (uint64_t)st.st_size;
-    int rc = 0;
-    int found = 0;
-    /* The signature sits at 0, 512, 1024, 2048, ... (after a user block, if any). */
-    for (uint64_t off = 0; !found && off + sizeof sig <= size; off = off ? off * 2 : 512) {
-        unsigned char b[64];
-        ssize_t n = pread(fd, b, sizeof b, (off_t)off);
-        if (n < (ssize_t)sizeof sig)
-            break;
-        if (memcmp(b, sig, sizeof sig) != 0)
-            continue;
-        found = 1;
-        uint64_t eof = superblock_eof(b, (size_t)n);
-        if (n < 12 || (eof == 0 && n < (ssize_t)sizeof b))
-            rc = h5s_error_set(H5S_EFORMAT,
-                               "%s: the file is cut short inside its HDF5 superblock (%" PRIu64
-                               " bytes)",
-                               path, size);
-        else if (eof > size)
-            rc = h5s_error_set(H5S_EFORMAT,
-                               "%s: the file is shorter (%" PRIu64 " bytes) than its HDF5 "
-                               "superblock says (%" PRIu64 " bytes): it was cut short, or its "
-                               "writer met a full disk",
-                               path, size, eof);
-    }
-    if (!found)
-        rc = h5s_error_set(H5S_EFORMAT, "%s: not an HDF5 file (%s)", path,
-                           size == 0 ? "it is empty" : "no HDF5 signature");
+    h5s_superblock sb;
+    int found = fstat(fd, &st) == 0 && S_ISREG(st.st_mode)
+                    ? h5s_format_superblock(fd, (uint64_t)st.st_size, &sb)
+                    : -1;
     close(fd);
-    return rc;
+    uint64_t size = found >= 0 ? (uint64_t)st.st_size : 0;
+    if (found < 0)
+        return 0;
+    if (found == 0)
+        return h5s_error_set(H5S_EFORMAT, "%s: not an HDF5 file (%s)", path,
+                             size == 0 ? "it is empty" : "no HDF5 signature");
+    if (sb.eof == 0 && size - sb.offset < 64)
+        return h5s_error_set(
+            H5S_EFORMAT, "%s: the file is cut short inside its HDF5 superblock (%" PRIu64 " bytes)",
+            path, size);
+    if (sb.eof > size)
+        return h5s_error_set(H5S_EFORMAT,
+                             "%s: the file is shorter (%" PRIu64 " bytes) than its HDF5 "
+                             "superblock says (%" PRIu64 " bytes): it was cut short, or its "
+                             "writer met a full disk",
+                             path, size, sb.eof);
+    return 0;
 }
