@@ -45,6 +45,11 @@ struct h5s_column {
     unsigned char *open; /* the open chunk's buffer, NULL when none */
     uint64_t rows;       /* rows appended */
     uint64_t open_first; /* first row of the open chunk */
+    /* Or a lent open chunk: rows [open_first, rows) are the caller's, at lent, not copied
+     * (h5s_column_append_lent); open is NULL then. */
+    const unsigned char *lent;
+    h5s_lent_done_fn lent_done;
+    void *lent_ctx;
 
     unsigned char *preset; /* rows [0, npreset) written at declaration */
     uint64_t npreset;
@@ -369,6 +374,8 @@ void h5s_group_free(h5s_group *g)
         }
         if (c->open)
             h5s_pool_put(&c->raw_pool, c->open);
+        if (c->lent)
+            c->lent_done(c->lent_ctx, c->lent, (size_t)(c->rows - c->open_first) * c->row_bytes);
         h5s_pool_destroy(&c->raw_pool);
         h5s_pool_destroy(&c->enc_pool);
         if (c->ftype >= 0)
@@ -458,6 +465,76 @@ static void copy_rows(void *dst, uint64_t first, uint64_t n, void *payload)
     memcpy(dst, s->src + first * s->row_bytes, (size_t)n * s->row_bytes);
 }
 
+/* Turns a lent open chunk into an ordinary one: its rows so far are copied into a pool
+ * buffer and given back. The budget taken when it was opened stays with it. */
+static int copy_lent(h5s_column *c)
+{
+    h5s_file *f = c->group->file;
+    unsigned char *buf = h5s_pool_get(&c->raw_pool);
+    if (!buf)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    size_t used = (size_t)(c->rows - c->open_first) * c->row_bytes;
+    memcpy(buf, c->lent, used);
+    c->lent_done(c->lent_ctx, c->lent, used);
+    c->lent = NULL;
+    c->open = buf;
+    return 0;
+}
+
+/* Submits the lent open chunk, which is full. */
+static int submit_lent(h5s_column *c)
+{
+    h5s_file *f = c->group->file;
+    h5s_job *j =
+        new_chunk_job(c, (unsigned char *)(uintptr_t)c->lent, c->open_first, c->chunk_rows);
+    if (!j)
+        return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
+    j->reserved = c->chunk_bytes;
+    j->lent_done = c->lent_done;
+    j->lent_ctx = c->lent_ctx;
+    c->lent = NULL;
+    h5s_queue_submit(&f->q, j);
+    return 0;
+}
+
+int h5s_column_append_lent(h5s_column *c, const void *rows, uint64_t nrows, h5s_lent_done_fn done,
+                           void *ctx)
+{
+    if (!c || (!rows && nrows) || !done)
+        return h5s_error_set(H5S_EINVAL, "h5s_column_append_lent: NULL argument");
+    int rc = check_appending(c);
+    const unsigned char *p = rows;
+    uint64_t left = nrows;
+    while (rc == 0 && left) {
+        uint64_t in_chunk = c->rows - (c->rows - c->rows % c->chunk_rows);
+        uint64_t n = c->chunk_rows - in_chunk;
+        if (n > left)
+            n = left;
+        if (c->lent &&
+            (p != c->lent + in_chunk * c->row_bytes || done != c->lent_done || ctx != c->lent_ctx))
+            rc = copy_lent(c); /* these rows do not continue the lent ones */
+        else if (!c->lent && !c->open && in_chunk == 0 &&
+                 (rc = h5s_queue_reserve_wait(&c->group->file->q, c->chunk_bytes)) == 0) {
+            c->lent = p; /* a new lent chunk */
+            c->lent_done = done;
+            c->lent_ctx = ctx;
+            c->open_first = c->rows;
+        }
+        if (rc)
+            break;
+        if (c->lent) {
+            c->rows += n;
+            if (c->rows - c->open_first == c->chunk_rows)
+                rc = submit_lent(c);
+        } else {
+            rc = h5s_column_append(c, p, n); /* up to the chunk boundary */
+        }
+        p += n * c->row_bytes;
+        left -= n;
+    }
+    return rc;
+}
+
 int h5s_column_append_fill(h5s_column *c, uint64_t nrows,
                            void (*fill)(void *dst, uint64_t first, uint64_t n, void *payload),
                            void *payload)
@@ -465,6 +542,8 @@ int h5s_column_append_fill(h5s_column *c, uint64_t nrows,
     if (!c || !fill)
         return h5s_error_set(H5S_EINVAL, "h5s_column_append: NULL argument");
     int rc = check_appending(c);
+    if (rc == 0 && c->lent && nrows)
+        rc = copy_lent(c);
     uint64_t done = 0;
     while (rc == 0 && done < nrows) {
         if (!c->open && (rc = open_chunk(c)) != 0)
@@ -510,6 +589,11 @@ int h5s_column_pad_to_chunk(h5s_column *c)
 static int submit_partial(h5s_column *c, int wait_budget)
 {
     h5s_file *f = c->group->file;
+    if (c->lent) {
+        int rc = copy_lent(c);
+        if (rc)
+            return rc;
+    }
     if (!c->open || c->rows == c->open_first)
         return 0;
     int rc = 0;
@@ -643,6 +727,18 @@ int h5s_file_call(h5s_file *f, int (*fn)(hid_t fid, void *payload), void *payloa
 
 /* ---- encoders --------------------------------------------------------------------- */
 
+/* Gives a chunk job's raw rows back: to the column's pool, or to their lender. */
+static void release_raw(h5s_job *j)
+{
+    h5s_column *c = j->column;
+    if (j->raw && j->lent_done)
+        j->lent_done(j->lent_ctx, j->raw, c->chunk_bytes);
+    else if (j->raw)
+        h5s_pool_put(&c->raw_pool, j->raw);
+    j->raw = NULL;
+    j->lent_done = NULL;
+}
+
 int h5s_column_encode(h5s_job *j, unsigned char *scratch)
 {
     h5s_column *c = j->column;
@@ -670,8 +766,7 @@ int h5s_column_encode(h5s_job *j, unsigned char *scratch)
         return h5s_error_prefix(rc, "%s: %s: rows %llu..%llu", c->group->file->path, c->path,
                                 (unsigned long long)j->row0,
                                 (unsigned long long)(j->row0 + j->nrows));
-    h5s_pool_put(&c->raw_pool, j->raw);
-    j->raw = NULL;
+    release_raw(j);
     return 0;
 }
 
@@ -695,9 +790,7 @@ void h5s_column_job_release(h5s_job *j)
     h5s_column *c = j->column;
     if (j->nchunks && j->chunks[0].bytes && j->chunks[0].bytes != j->raw)
         h5s_pool_put(&c->enc_pool, j->chunks[0].bytes);
-    if (j->raw)
-        h5s_pool_put(&c->raw_pool, j->raw);
-    j->raw = NULL;
+    release_raw(j);
     free(j->chunks);
     j->chunks = NULL;
     j->nchunks = 0;

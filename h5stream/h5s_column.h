@@ -98,6 +98,24 @@ int h5s_column_append_fill(h5s_column *column, uint64_t nrows,
                            void (*fill)(void *dst, uint64_t first, uint64_t n, void *payload),
                            void *payload);
 
+/* Gives lent rows back: bytes[0, len) are no longer used by the stream. */
+typedef void (*h5s_lent_done_fn)(void *ctx, const void *bytes, size_t len);
+
+/*
+ * As h5s_column_append, but without the copy where the rows allow it: a run of rows that
+ * starts on a chunk boundary is stored straight from rows, chunk by chunk, and consecutive
+ * calls whose rows continue each other in memory (rows == the end of the previous call's,
+ * with the same done and ctx) keep filling the same chunk. rows must then stay valid and
+ * unchanged until done(ctx, p, len) has been called for each lent range [p, p + len); it
+ * is called once per chunk, on an encoder or the writer thread once the chunk is stored
+ * (or dropped: failure, close), or on this thread when the rest of a partly filled chunk
+ * is copied after all (a cut, rows that do not continue, or a plain append). After
+ * h5s_file_close returns, no lent rows are in use. Rows before the next chunk boundary
+ * are copied as by h5s_column_append. Errors as h5s_column_append.
+ */
+int h5s_column_append_lent(h5s_column *column, const void *rows, uint64_t nrows,
+                           h5s_lent_done_fn done, void *ctx);
+
 /* Group locked: appends zero rows until the column's row count is a multiple of its
  * chunk_rows (a heterogeneous volume pool starts each volume on a chunk). */
 int h5s_column_pad_to_chunk(h5s_column *column);

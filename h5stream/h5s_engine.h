@@ -64,6 +64,10 @@ typedef struct h5s_job {
     /* CHUNK: rows [row0, row0 + nrows) of a column, in raw (a whole chunk's buffer). */
     struct h5s_column *column;
     uint64_t row0, nrows;
+    /* raw is a producer's memory, lent (h5s_column_append_lent), not a pool buffer: it is
+     * never written, and lent_done(lent_ctx, raw, chunk bytes) gives it back. */
+    void (*lent_done)(void *ctx, const void *bytes, size_t len);
+    void *lent_ctx;
     size_t reserved; /* part of charged taken by h5s_queue_reserve (still "open" then) */
     /* MARK: the group's items and marker rows at the cut. */
     struct h5s_group *group;

@@ -402,6 +402,139 @@ static void test_column__call_runs_on_writer_and_misuse_errors(void **state)
     H5Fclose(rf);
 }
 
+/* What the lender is given back: every range must lie in the lent buffer. */
+typedef struct {
+    const unsigned char *base;
+    size_t size;
+    pthread_mutex_t mu;
+    uint64_t calls, bytes, whole_chunks;
+    int outside;
+} lender;
+
+static void lent_back(void *ctx, const void *bytes, size_t len)
+{
+    lender *l = ctx;
+    const unsigned char *p = bytes;
+    pthread_mutex_lock(&l->mu);
+    l->calls++;
+    l->bytes += len;
+    if (len == 1000)
+        l->whole_chunks++;
+    if (p < l->base || p + len > l->base + l->size)
+        l->outside = 1;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/*
+ * Lent rows (h5s_column_append_lent): whole chunks are stored from the caller's buffer and
+ * handed back once each; calls that continue each other keep filling one lent chunk; a
+ * plain append, rows that do not continue, and a cut copy what is lent so far. Every byte
+ * reads back in order, for codec none and for deflate, and by the time the file is closed
+ * every lent byte has been given back exactly once.
+ */
+static void lent_case(const char *name, const char *codec_spec)
+{
+    char path[1200];
+    tmp_path(path, sizeof path, name);
+    h5s_codec codec;
+    assert_int_equal(h5s_codec_parse(&codec, codec_spec), 0);
+    h5s_file *f = NULL;
+    h5s_group *g = NULL;
+    h5s_column *marker = NULL, *bytes = NULL;
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+    fo.queue_bytes = (size_t)1 << 20;
+    fo.flush_ms = 0;
+    assert_int_equal(h5s_file_create(&f, path, &fo), 0);
+    assert_int_equal(h5s_file_add_model(f, "test"), 0);
+    assert_int_equal(h5s_group_create(&g, f, "/lent"), 0);
+    h5s_column_options o = H5S_COLUMN_OPTIONS_INIT;
+    o.type = H5T_STD_U64LE;
+    o.marker = 1;
+    assert_int_equal(h5s_column_create(&marker, g, "/lent/count", &o), 0);
+    o.marker = 0;
+    o.type = H5T_STD_U8LE;
+    o.chunk_rows = 1000;
+    o.codec = codec;
+    assert_int_equal(h5s_column_create(&bytes, g, "/lent/bytes", &o), 0);
+    assert_int_equal(h5s_file_start_swmr(f), 0);
+
+    enum { SRC = 20000 };
+    unsigned char *src = malloc(SRC), other[64], *expect = malloc(2 * SRC);
+    assert_non_null(src);
+    assert_non_null(expect);
+    for (size_t i = 0; i < SRC; i++)
+        src[i] = (unsigned char)(i * 31 + 7);
+    for (size_t i = 0; i < sizeof other; i++)
+        other[i] = (unsigned char)(0xA0 + i);
+    lender l = {src, SRC, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0};
+    size_t n = 0;
+#define LEND(off, len)                                                                             \
+    do {                                                                                           \
+        assert_int_equal(h5s_column_append_lent(bytes, src + (off), (len), lent_back, &l), 0);     \
+        memcpy(expect + n, src + (off), (len));                                                    \
+        n += (len);                                                                                \
+    } while (0)
+    uint64_t items = 0;
+    h5s_group_lock(g);
+    LEND(0, 2500);   /* chunks 0 and 1 whole, 500 rows of chunk 2 lent */
+    LEND(2500, 700); /* continues: chunk 2 whole, 200 rows of chunk 3 */
+    assert_int_equal(h5s_column_append(bytes, other, 50), 0); /* copies chunk 3 so far */
+    memcpy(expect + n, other, 50);
+    n += 50;
+    LEND(3200, 750);  /* chunk 3 completed by copy; nothing left over */
+    LEND(9000, 1000); /* a whole chunk that does not continue the previous rows */
+    LEND(12000, 1234);
+    items = 6;
+    assert_int_equal(h5s_column_append(marker, &items, 1), 0);
+    assert_int_equal(h5s_group_item_done(g, 1), 0);
+    h5s_group_unlock(g);
+    assert_int_equal(h5s_file_flush(f), 0); /* a cut with 234 lent rows open: copied */
+    h5s_group_lock(g);
+    LEND(13234, 766); /* does not continue the copy in memory: copied up to the boundary */
+    LEND(14000, 3500);
+    items = 8;
+    assert_int_equal(h5s_column_append(marker, &items, 1), 0);
+    assert_int_equal(h5s_group_item_done(g, 1), 0);
+    h5s_group_unlock(g);
+#undef LEND
+    assert_int_equal(h5s_file_close(f), 0);
+
+    /* Given back, each once and inside the buffer: the 8 chunks stored straight from src
+     * (rows 0-2999, 4000-5999 and 7000-9999) and the lent parts copied by the plain append
+     * (200 rows), the cut (234) and the close (500). Rows appended while a copied chunk was
+     * open (750 and 766) were never lent. */
+    assert_int_equal(l.outside, 0);
+    assert_int_equal(l.whole_chunks, 8);
+    assert_int_equal(l.calls, 11);
+    assert_int_equal(l.bytes, 8 * 1000 + 200 + 234 + 500);
+
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(fid >= 0);
+    assert_int_equal(extent_of(fid, "/lent/bytes"), n);
+    hid_t d = H5Dopen2(fid, "/lent/bytes", H5P_DEFAULT);
+    unsigned char *back = malloc(n);
+    assert_non_null(back);
+    assert_true(H5Dread(d, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, back) >= 0);
+    assert_memory_equal(back, expect, n);
+    H5Dclose(d);
+    H5Fclose(fid);
+    free(back);
+    free(expect);
+    free(src);
+}
+
+static void test_column__lent_rows_none(void **state)
+{
+    (void)state;
+    lent_case("lent_none.h5", "none");
+}
+
+static void test_column__lent_rows_deflate(void **state)
+{
+    (void)state;
+    lent_case("lent_deflate.h5", "deflate:1");
+}
+
 int main(void)
 {
     const char *t = getenv("H5S_TEST_TMP");
@@ -413,6 +546,8 @@ int main(void)
         cmocka_unit_test(test_column__live_reader_never_sees_torn_items),
         cmocka_unit_test(test_column__call_runs_on_writer_and_misuse_errors),
         cmocka_unit_test(test_column__held_marker_chunks_force_cuts),
+        cmocka_unit_test(test_column__lent_rows_none),
+        cmocka_unit_test(test_column__lent_rows_deflate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
