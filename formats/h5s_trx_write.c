@@ -24,6 +24,7 @@
 #include <zip.h>
 
 #include "h5s_error.h"
+#include "h5s_prealloc.h"
 
 typedef struct trx_wentry {
     struct h5s_trx_writer *w;
@@ -213,8 +214,9 @@ typedef struct {
     unsigned char *spare; /* the other buffer: the block being written, or free */
     size_t job_len;
     uint64_t job_off;
-    uint64_t synced; /* writeback started below this offset (th only) */
-    int job_errno;   /* the first failed pwrite's errno (0: none) */
+    uint64_t synced;  /* writeback started below this offset (th only) */
+    int job_errno;    /* the first failed pwrite's errno (0: none) */
+    h5s_prealloc pre; /* space reserved ahead of the writes (th only, then commit) */
 } trx_sink;
 
 static int sink_fail(trx_sink *s, int zip_code, const char *what)
@@ -240,6 +242,7 @@ static void *sink_main(void *arg)
         uint64_t at = s->job_off;
         pthread_mutex_unlock(&s->mu);
         int err = 0;
+        h5s_prealloc_ensure(&s->pre, at + n);
         while (n > 0) {
             ssize_t k = pwrite(s->fd, p, n, (off_t)at);
             if (k < 0 && errno == EINTR)
@@ -356,6 +359,7 @@ static int sink_begin(trx_sink *s)
         return sink_fail(s, ZIP_ER_TMPOPEN, "cannot create a temporary file beside it");
     }
     s->tmp = name;
+    h5s_prealloc_init(&s->pre, s->fd, 0);
     s->off = s->size = s->synced = 0;
     s->len = 0;
     s->job_errno = 0;
@@ -376,6 +380,7 @@ static int sink_begin(trx_sink *s)
 static void sink_drop_tmp(trx_sink *s)
 {
     sink_stop(s);
+    h5s_prealloc_trim(&s->pre);
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
@@ -390,6 +395,7 @@ static int sink_commit(trx_sink *s)
     if (sink_flush(s) != 0 || sink_drain(s) != 0)
         return -1;
     sink_stop(s);
+    h5s_prealloc_trim(&s->pre);
     int fd = s->fd;
     s->fd = -1;
     if (close(fd) != 0) {
@@ -500,6 +506,7 @@ static int open_archive(h5s_trx_writer *w)
         return h5s_error_set(H5S_ENOMEM, "%s: no memory", w->path);
     s->w = w;
     s->fd = -1;
+    h5s_prealloc_init(&s->pre, -1, 0);
     s->cap = TRX_SINK_BYTES;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);

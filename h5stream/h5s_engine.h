@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "h5s_codec.h"
+#include "h5s_prealloc.h"
 #include "h5stream.h"
 
 #define H5S_DSET_RANK_MAX 4 /* frame rank 3 + the frame axis */
@@ -235,6 +236,7 @@ struct h5s_file {
     /* Writer thread only. */
     hid_t status_dset;
     double last_commit, last_fflush;
+    h5s_prealloc prealloc; /* file space reserved ahead of the chunk writes */
 
     /* Counters (atomics: read by h5s_file_stats_get from any thread). */
     atomic_uint_fast64_t st_committed, st_commits, st_bytes_raw, st_bytes_stored;

@@ -22,6 +22,7 @@
 #include "h5s_engine.h"
 #include "h5s_error.h"
 #include "h5s_format.h"
+#include "h5s_prealloc.h"
 
 /* Commit anyway once this many frames wait for one, so the pending meta stays small. */
 #define H5S_MAX_PENDING_FRAMES 65536
@@ -165,6 +166,7 @@ static int file_new(h5s_file **out, const char *path, const h5s_file_options *op
     f->opts.creator = f->creator;
     f->status_dset = H5I_INVALID_HID;
     f->fid = H5I_INVALID_HID;
+    h5s_prealloc_init(&f->prealloc, -1, 0);
     *out = f;
     return 0;
 }
@@ -412,12 +414,34 @@ static int commit(h5s_file *f, int fflush)
     return rc;
 }
 
+/* Reserves file space for the chunks of a batch before they are written (h5s_prealloc.h):
+ * the file's end of allocation plus their bytes, plus 1 MiB for HDF5's metadata. */
+static void reserve_for(h5s_file *f, h5s_job *const *batch, size_t n)
+{
+    if (f->prealloc.fd < 0)
+        return;
+    uint64_t bytes = 1 << 20;
+    for (size_t i = 0; i < n; i++)
+        if ((batch[i]->kind == H5S_JOB_CHUNK || batch[i]->kind == H5S_JOB_BAND) &&
+            !batch[i]->status)
+            for (size_t k = 0; k < batch[i]->nchunks; k++)
+                bytes += batch[i]->chunks[k].size;
+    hsize_t size = 0;
+    if (H5Fget_filesize(f->fid, &size) < 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return;
+    }
+    h5s_prealloc_ensure(&f->prealloc, (uint64_t)size + bytes);
+}
+
 /* Writes a batch of jobs taken in sequence order. Returns 1 after the STOP job. */
 static int writer_batch(h5s_file *f, h5s_job **batch, size_t n, uint64_t *since_commit)
 {
     int failed = h5s_queue_error(&f->q) != 0;
     int want_commit = 0, stop = 0;
     uint64_t end_seq = 0;
+    if (!failed)
+        reserve_for(f, batch, n);
 
     /* One extent change per dataset per batch, covering all its bands. */
     if (!failed) {
@@ -534,6 +558,7 @@ static void writer_finish(h5s_file *f)
         h5s_queue_note(&f->q, note);
     }
     f->fid = H5I_INVALID_HID;
+    h5s_prealloc_trim(&f->prealloc);
 }
 
 static void *writer_main(void *arg)
@@ -612,6 +637,20 @@ static size_t pool_keep(size_t n)
     return n < 65536 ? n : 65536;
 }
 
+/* The sec2 driver's descriptor, for h5s_prealloc; other drivers get none. */
+static void start_prealloc(h5s_file *f)
+{
+    h5s_prealloc_init(&f->prealloc, -1, 0);
+    hid_t fapl = H5Fget_access_plist(f->fid);
+    int *fd = NULL;
+    if (fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2 &&
+        H5Fget_vfd_handle(f->fid, fapl, (void **)&fd) >= 0 && fd)
+        h5s_prealloc_init(&f->prealloc, *fd, H5S_PREALLOC_STEP);
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    H5Eclear2(H5E_DEFAULT);
+}
+
 int h5s_file_start_swmr(h5s_file *f)
 {
     h5s_error_clear();
@@ -661,6 +700,7 @@ int h5s_file_start_swmr(h5s_file *f)
     if (!f->stop_job)
         return h5s_error_set(H5S_ENOMEM, "%s: out of memory", f->path);
     f->stop_job->kind = H5S_JOB_STOP;
+    start_prealloc(f);
     int rc = h5s_queue_init(&f->q, f->opts.queue_bytes, f->opts.nonblocking);
     if (rc)
         return rc;

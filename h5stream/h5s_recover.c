@@ -51,6 +51,7 @@
 #include "h5s_codec.h"
 #include "h5s_error.h"
 #include "h5s_format.h"
+#include "h5s_prealloc.h"
 
 #define RC_PATH_MAX 1024
 #define RC_MAX_RANK 4
@@ -878,6 +879,10 @@ int h5s_recover(const char *path, h5s_recover_report *out)
     H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int rc = recover(path, &rep);
+    /* A killed writer leaves the space it reserved ahead (h5s_prealloc.h): give it back.
+     * Only the blocks past the file's size go; its bytes stay as they are. */
+    if (rc == 0)
+        h5s_prealloc_trim_path(path);
     H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
     if (out)
         *out = rep;

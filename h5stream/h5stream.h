@@ -283,7 +283,9 @@ typedef struct {
  * timestamp, per-frame values) to the commit marker's length, reads every committed
  * frame back to check it decodes, and marks the writer status closed. The payload
  * datasets are those the data's h5stream_per_frame attribute lists (docs/format.md).
- * A file that was closed cleanly is checked the same way and left as it is.
+ * A file that was closed cleanly is checked the same way and left as it is. Last, the
+ * disk space a killed writer had reserved past the file's end is given back (its size and
+ * bytes do not change; docs/architecture.md, "File space").
  * out: filled in, may be NULL.
  * Errors: H5S_ENOTFOUND (no file), H5S_ESTATE (another process still has the file open
  * for writing, seen in /proc on Linux), H5S_EIO (HDF5 cannot open or repair it),
