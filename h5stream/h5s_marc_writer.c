@@ -415,29 +415,46 @@ static void fill_index(void *dst, uint64_t first, uint64_t n, void *payload)
     }
 }
 
-/* Appends the bytes of the group's items, contiguous ones as one run. */
+/* The caller's lender of input bytes (h5s_marc_model_append_lent), or none. */
+typedef struct {
+    h5s_lent_done_fn done;
+    void *ctx;
+} lender;
+
+static int append_run(h5s_column *c, const unsigned char *run, size_t len, int lend,
+                      const lender *l)
+{
+    if (!len)
+        return 0;
+    return lend && l->done ? h5s_column_append_lent(c, run, len, l->done, l->ctx)
+                           : h5s_column_append(c, run, len);
+}
+
+/* Appends the bytes of the group's items, contiguous ones as one run. Runs of input bytes
+ * (not altered) are lent to the column when l has a lender. */
 static int append_bytes(h5s_column *c, const h5s_marc_item *items, size_t n, int rejected,
-                        uint64_t *total)
+                        uint64_t *total, const lender *l)
 {
     const unsigned char *run = NULL;
     size_t runlen = 0;
-    int rc = 0;
+    int runlend = 0, rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const h5s_marc_item *it = &items[i];
         if ((it->rejected != 0) != rejected)
             continue;
         *total += it->len;
-        if (run && it->data == run + runlen) {
+        int lend = it->original == NULL;
+        if (run && it->data == run + runlen && lend == runlend) {
             runlen += it->len;
             continue;
         }
-        if (runlen)
-            rc = h5s_column_append(c, run, runlen);
+        rc = append_run(c, run, runlen, runlend, l);
         run = it->data;
         runlen = it->len;
+        runlend = lend;
     }
-    if (rc == 0 && runlen)
-        rc = h5s_column_append(c, run, runlen);
+    if (rc == 0)
+        rc = append_run(c, run, runlen, runlend, l);
     return rc;
 }
 
@@ -473,10 +490,11 @@ static int append_altered(h5s_marc_model *m, const h5s_marc_item *it, uint64_t r
     return rc;
 }
 
-static int append_accepted(h5s_marc_model *m, const h5s_marc_item *items, size_t n, size_t count)
+static int append_accepted(h5s_marc_model *m, const h5s_marc_item *items, size_t n, size_t count,
+                           const lender *l)
 {
     uint64_t bytes = 0;
-    int rc = append_bytes(m->records, items, n, 0, &bytes);
+    int rc = append_bytes(m->records, items, n, 0, &bytes, l);
     walk w = {m, items, n, 0, 0, m->acc_bytes, m->n_acc, m->control_index, 0};
     if (rc == 0)
         rc = h5s_column_append_fill(m->offsets, count, fill_offsets, &w);
@@ -502,10 +520,11 @@ static int append_accepted(h5s_marc_model *m, const h5s_marc_item *items, size_t
     return rc;
 }
 
-static int append_rejected(h5s_marc_model *m, const h5s_marc_item *items, size_t n, size_t count)
+static int append_rejected(h5s_marc_model *m, const h5s_marc_item *items, size_t n, size_t count,
+                           const lender *l)
 {
     uint64_t bytes = 0;
-    int rc = append_bytes(m->rrecords, items, n, 1, &bytes);
+    int rc = append_bytes(m->rrecords, items, n, 1, &bytes, l);
     walk w = {m, items, n, 0, 1, m->rej_bytes, m->n_rej, 0, 0};
     if (rc == 0)
         rc = h5s_column_append_fill(m->roffsets, count, fill_offsets, &w);
@@ -548,6 +567,13 @@ static int append_rejected(h5s_marc_model *m, const h5s_marc_item *items, size_t
 
 int h5s_marc_model_append(h5s_marc_model *m, const h5s_marc_item *items, size_t n)
 {
+    return h5s_marc_model_append_lent(m, items, n, NULL, NULL);
+}
+
+int h5s_marc_model_append_lent(h5s_marc_model *m, const h5s_marc_item *items, size_t n,
+                               h5s_lent_done_fn done, void *ctx)
+{
+    const lender l = {done, ctx};
     if (!m || (!items && n))
         return h5s_error_set(H5S_EINVAL, "h5s_marc_model_append: NULL argument");
     for (size_t i = 0; i < n; i++) {
@@ -574,10 +600,10 @@ int h5s_marc_model_append(h5s_marc_model *m, const h5s_marc_item *items, size_t 
         for (size_t i = 0; i < k; i++)
             kacc += !part[i].rejected;
         if (kacc)
-            rc = append_accepted(m, part, k, kacc);
+            rc = append_accepted(m, part, k, kacc, &l);
         if (rc == 0 && kacc < k) {
             h5s_group_lock(m->rej);
-            rc = append_rejected(m, part, k, k - kacc);
+            rc = append_rejected(m, part, k, k - kacc, &l);
             h5s_group_unlock(m->rej);
         }
     }

@@ -93,6 +93,20 @@ void h5s_marc_model_index_row(h5s_marc_index_row *out, const unsigned char *rec,
 int h5s_marc_model_append(h5s_marc_model *m, const h5s_marc_item *items, size_t n);
 
 /*
+ * As h5s_marc_model_append, but the input bytes are lent, not copied, where whole 1 MiB
+ * chunks of /marc/records (or /marc/rejected/records) can be stored straight from them:
+ * items whose data is the input (original == NULL) and that lie back to back in memory,
+ * also across calls. Such data must stay valid and unchanged until done(ctx, bytes, len)
+ * has been called for each lent range; done runs on an engine thread (an encoder or the
+ * writer) or on the calling thread, once per range, and must be thread-safe. After
+ * h5s_file_close returns, no lent bytes are in use. Altered records (repaired, converted)
+ * are always copied. done may be NULL: then this is h5s_marc_model_append.
+ * Errors and thread safety as h5s_marc_model_append.
+ */
+int h5s_marc_model_append_lent(h5s_marc_model *m, const h5s_marc_item *items, size_t n,
+                               void (*done)(void *ctx, const void *bytes, size_t len), void *ctx);
+
+/*
  * After the last append: sorts the control numbers seen and hands the writer thread the
  * /marc/control_index write (it runs before the final commit of h5s_file_close).
  * Errors: H5S_ESTATE (called twice), H5S_ENOMEM, or the stream's kept error.

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,12 +42,11 @@ typedef struct batch {
     uint64_t seq;
     uint32_t source;
     uint64_t base;      /* source offset of buf[0] */
-    unsigned char *buf; /* len bytes: into own, or into map */
+    unsigned char *buf; /* len bytes: into own, or into the source's mapping */
     size_t len;
     unsigned char *own; /* read() buffer */
     size_t own_cap;
-    void *map; /* mmap window of a regular file */
-    size_t maplen;
+    int mapped; /* buf is in the source's mapping: its bytes can be lent to the model */
     span_rec *spans;
     size_t n, cap_spans;
     h5s_marc_item *items; /* cap_spans */
@@ -61,6 +61,14 @@ typedef struct batch {
     int rc;
     char err[512];
 } batch;
+
+/* A source's whole mapping, whose bytes are lent to the model. */
+typedef struct mapping {
+    unsigned char *base;
+    size_t len;
+    atomic_size_t released; /* the writer is done with [0, released) (about: see lent_done) */
+    size_t dropped;         /* reader: [0, dropped) is out of the mapping's page tables */
+} mapping;
 
 typedef struct {
     const marc_ingest_args *a;
@@ -82,6 +90,7 @@ typedef struct {
     int strict_stopped;
     char stop_msg[1024];
     uint64_t repaired, converted;
+    mapping *maps; /* per source: its whole mapping (regular files), unmapped after close */
 } pipeline;
 
 typedef struct {
@@ -148,17 +157,8 @@ static int batch_reserve_spans(batch *b, size_t want)
     return 0;
 }
 
-static void batch_unmap(batch *b)
-{
-    if (b->map)
-        munmap(b->map, b->maplen);
-    b->map = NULL;
-    b->maplen = 0;
-}
-
 static void batch_release(batch *b)
 {
-    batch_unmap(b);
     free(b->own);
     free(b->spans);
     free(b->items);
@@ -275,10 +275,45 @@ oom:
     return -1;
 }
 
-/* Appends b to the model (committer only; in input order). */
+#define RELEASE_BYTES ((size_t)16 << 20)
+
+/*
+ * The writer is done with lent input bytes (a 1 MiB chunk of /marc/records it stored).
+ * Only noted here: the writer thread is the ingest's critical path. The reader drops the
+ * pages below that mark from the mapping as it goes (drop_released). Chunks can finish
+ * out of order when they are compressed, so the mark may run ahead of one still being
+ * encoded; a page dropped too early is only mapped again when that encoder touches it.
+ */
+static void lent_done(void *ctx, const void *bytes, size_t len)
+{
+    mapping *m = ctx;
+    size_t end = (size_t)((const unsigned char *)bytes - m->base) + len;
+    size_t cur = atomic_load(&m->released);
+    while (cur < end && !atomic_compare_exchange_weak(&m->released, &cur, end))
+        ;
+}
+
+/*
+ * Reader thread: the pages the writer is done with leave this process's mapping (they stay
+ * in the page cache), 16 MiB at a time (each call costs every core a TLB flush), so the
+ * resident size stays about the queue budget whatever the input's size.
+ */
+static void drop_released(mapping *m)
+{
+    size_t upto = atomic_load(&m->released) / RELEASE_BYTES * RELEASE_BYTES;
+    if (upto > m->dropped) {
+        madvise(m->base + m->dropped, upto - m->dropped, MADV_DONTNEED);
+        m->dropped = upto;
+    }
+}
+
+/* Appends b to the model (committer only; in input order). Records read through a
+ * mapping are lent: the model stores whole chunks straight from the mapping. */
 static int commit_batch(pipeline *p, batch *b, char *err, size_t errsize)
 {
-    int rc = h5s_marc_model_append(p->model, b->items, b->ncommit);
+    int rc = b->mapped ? h5s_marc_model_append_lent(p->model, b->items, b->ncommit, lent_done,
+                                                    &p->maps[b->source])
+                       : h5s_marc_model_append(p->model, b->items, b->ncommit);
     if (rc) {
         snprintf(err, errsize, "%s", h5s_error_message());
         return rc;
@@ -297,7 +332,6 @@ static int commit_batch(pipeline *p, batch *b, char *err, size_t errsize)
 
 static void put_free_locked(pipeline *p, batch *b)
 {
-    batch_unmap(b);
     b->next = p->free_list;
     p->free_list = b;
     pthread_cond_broadcast(&p->cv_free);
@@ -384,6 +418,7 @@ static batch *get_free(pipeline *p)
         b->len = 0;
         b->n = 0;
         b->rc = 0;
+        b->mapped = 0;
     }
     return b;
 }
@@ -476,33 +511,35 @@ static batch *next_batch(pipeline *p, uint32_t sid, uint64_t base)
 }
 
 /*
- * A regular file: each batch is an mmap window of the file (no copy; the window of the next
- * batch starts at the page holding the previous batch's unfinished tail). The scanner gets
- * each byte once, as it is mapped. A source truncated by someone else while it is being
- * read would fault (SIGBUS): files being ingested must not shrink.
+ * A regular file: mapped whole, once (0 when it cannot be: then it is read as a stream).
+ * Each batch is a window of the mapping, no copy; the next window starts at the previous
+ * batch's unfinished tail. The scanner gets each byte once. The mapping lives until the
+ * output is closed, since the model stores chunks of records straight from it. A source
+ * truncated by someone else while it is read would fault (SIGBUS): files being ingested
+ * must not shrink.
  */
-static void read_mapped(pipeline *p, uint32_t sid, int fd, uint64_t size, uint64_t *seq,
-                        uint64_t *ordinal, uint64_t *bytes_in)
+static int read_mapped(pipeline *p, uint32_t sid, int fd, uint64_t size, uint64_t *seq,
+                       uint64_t *ordinal, uint64_t *bytes_in)
 {
-    const char *name = p->names[sid];
-    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-    uint64_t pos = 0; /* bytes mapped so far */
+    if (size > SIZE_MAX)
+        return 0;
+    void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED)
+        return 0;
+    mapping *mp = &p->maps[sid];
+    mp->base = m;
+    mp->len = (size_t)size;
+    unsigned char *base = m;
+    uint64_t pos = 0; /* bytes handed to the cursor so far */
     h5s_marc_cursor c;
     h5s_marc_cursor_init(&c, 0);
     c.ordinal = *ordinal;
     batch *b = next_batch(p, sid, 0);
     while (b && !is_stopped(p)) {
         uint64_t end = size - pos > BLOCK_BYTES ? pos + BLOCK_BYTES : size;
-        uint64_t ws = b->base - b->base % page;
-        void *m = mmap(NULL, (size_t)(end - ws), PROT_READ, MAP_PRIVATE, fd, (off_t)ws);
-        if (m == MAP_FAILED) {
-            fail(p, H5S_EIO, "%s: cannot map the file: %s", name, strerror(errno));
-            break;
-        }
-        batch_unmap(b);
-        b->map = m;
-        b->maplen = (size_t)(end - ws);
-        b->buf = (unsigned char *)m + (b->base - ws);
+        drop_released(mp);
+        b->mapped = 1;
+        b->buf = base + b->base;
         b->len = (size_t)(end - b->base);
         *bytes_in += end - pos;
         pos = end;
@@ -512,7 +549,7 @@ static void read_mapped(pipeline *p, uint32_t sid, int fd, uint64_t size, uint64
         if (b->n == 0) {
             if (eof)
                 break;
-            continue; /* a record longer than the window: map a bigger one */
+            continue; /* a record longer than the window: widen it */
         }
         batch *nb = eof ? NULL : next_batch(p, sid, c.offset);
         submit(p, b, seq);
@@ -520,6 +557,7 @@ static void read_mapped(pipeline *p, uint32_t sid, int fd, uint64_t size, uint64
     }
     if (b)
         give_back(p, b);
+    return 1;
 }
 
 /* A pipe or terminal: read() into each batch's own buffer. */
@@ -590,7 +628,8 @@ static void read_source(pipeline *p, uint32_t sid, uint64_t *seq, uint64_t *ordi
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-        read_mapped(p, sid, fd, (uint64_t)st.st_size, seq, ordinal, bytes_in);
+        if (!read_mapped(p, sid, fd, (uint64_t)st.st_size, seq, ordinal, bytes_in))
+            read_stream(p, sid, fd, seq, ordinal, bytes_in);
     } else {
         read_stream(p, sid, fd, seq, ordinal, bytes_in);
     }
@@ -657,10 +696,11 @@ int marc_ingest_run(const marc_ingest_args *a, marc_ingest_result *out)
     p.nbatches = (size_t)nthreads * 2 + 2;
     p.all = calloc(p.nbatches, sizeof *p.all);
     p.ready = calloc(p.nbatches, sizeof *p.ready);
+    p.maps = calloc(a->nsources ? a->nsources : 1, sizeof *p.maps);
     parser *ws = calloc((size_t)nthreads, sizeof *ws);
     pthread_t th[MAX_THREADS];
     int started = 0;
-    if (!p.all || !p.ready || !ws) {
+    if (!p.all || !p.ready || !p.maps || !ws) {
         rc = H5S_ENOMEM;
         snprintf(out->error, sizeof out->error, "out of memory");
     } else {
@@ -701,6 +741,10 @@ int marc_ingest_run(const marc_ingest_args *a, marc_ingest_result *out)
         rc = crc;
         snprintf(out->error, sizeof out->error, "%s", h5s_error_message());
     }
+    /* Closed: no lent bytes are in use any more. */
+    for (size_t i = 0; p.maps && i < a->nsources; i++)
+        if (p.maps[i].base)
+            munmap(p.maps[i].base, p.maps[i].len);
     h5s_marc_model_stats st;
     h5s_marc_model_stats_get(model, &st);
     out->accepted = st.accepted;
@@ -723,6 +767,7 @@ int marc_ingest_run(const marc_ingest_args *a, marc_ingest_result *out)
         batch_release(&p.all[i]);
     free(p.all);
     free(p.ready);
+    free(p.maps);
     pthread_cond_destroy(&p.cv_free);
     pthread_cond_destroy(&p.cv_work);
     pthread_mutex_destroy(&p.mu);
