@@ -422,17 +422,17 @@ static size_t scan_area(const unsigned char *p, size_t n, unsigned *seen)
 
 /*
  * Decides in one pass whether rec has no defect at all, the case of nearly every real
- * record: the leader, each directory entry once (tags by table, the 4 + 5 digits as one
- * SWAR word plus one byte, each field's 0x1E by index at start + length - 1), then one
- * vector pass over the data area that counts its 0x1E bytes (fields that tile the area in
- * directory order hold no embedded 0x1E iff there are exactly n), looks for 0x1D, and
- * for bytes >= 0x80 (an ASCII area is valid UTF-8). Returns 1 with r's flags and
+ * record: the leader, one vector pass over the data area that counts its 0x1E bytes
+ * (fields that tile the area in directory order hold no embedded 0x1E iff there are
+ * exactly n), looks for 0x1D and for bytes >= 0x80 (an ASCII area is valid UTF-8), then
+ * each directory entry once (tags by table, the 4 + 5 digits as one SWAR word plus one
+ * byte, each field's 0x1E by index at start + length - 1). Returns 1 with r's flags and
  * n_fields set as validate_walk would set them; 0 when the record needs the full walk
  * (a defect, or fields stored out of directory order).
  */
 static int clean_record(h5s_marc_report *r, const unsigned char *rec, size_t len)
 {
-    if (!rec || len < H5S_MARC_LEADER_LEN + 1 || rec[len - 1] != H5S_MARC_RT)
+    if (!rec || len < H5S_MARC_LEADER_LEN + 1)
         return 0;
     if (rec[10] != '2' || rec[11] != '2' || (rec[9] != 'a' && rec[9] != ' ') ||
         memcmp(rec + 20, "4500", 4) != 0)
@@ -441,11 +441,17 @@ static int clean_record(h5s_marc_report *r, const unsigned char *rec, size_t len
     size_t declared, base;
     if (!digits(rec, 5, &declared) || declared != len || !digits(rec + 12, 5, &base))
         return 0;
-    if (base < H5S_MARC_LEADER_LEN + 1 || base >= len || rec[base - 1] != H5S_MARC_FT ||
-        (base - 1 - H5S_MARC_LEADER_LEN) % 12 != 0)
+    if (base < H5S_MARC_LEADER_LEN + 1 || base >= len || (base - 1 - H5S_MARC_LEADER_LEN) % 12 != 0)
         return 0;
     size_t n = (base - 1 - H5S_MARC_LEADER_LEN) / 12, dataend = len - 1, area = dataend - base;
     if (n == 0)
+        return 0;
+    /* The data area first, in one sequential pass: the record is usually not in this
+     * core's cache yet, and the directory checks below then find each field's last byte
+     * there instead of waiting for memory once per field. */
+    unsigned seen = 0;
+    if (scan_area(rec + base, area, &seen) != n || (seen & 1u) || rec[len - 1] != H5S_MARC_RT ||
+        rec[base - 1] != H5S_MARC_FT)
         return 0;
     size_t next = 0; /* where the next field starts when fields tile the data area */
     int tiled = 1;
@@ -474,9 +480,6 @@ static int clean_record(h5s_marc_report *r, const unsigned char *rec, size_t len
         next = fstart + flen;
     }
     if (!tiled || next != area)
-        return 0;
-    unsigned seen = 0;
-    if (scan_area(rec + base, area, &seen) != n || (seen & 1u))
         return 0;
     if (rec[9] == 'a' && (seen & 2u) && utf8_check(rec + base, area) != area)
         return 0;
