@@ -39,7 +39,7 @@
 
 #define TB_POINTS 100
 #define TB_POOL 4096
-#define TB_REPEATS 3 /* export and dd runs, alternating; medians compared */
+#define TB_REPEATS 7 /* export and dd runs, alternating; medians compared */
 #define TB_STEP_MM 2.0
 #define TB_FULL 200000u
 #define TB_QUICK 20000u
