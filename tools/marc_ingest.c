@@ -1,15 +1,17 @@
 /*
  * marc_ingest.c - the ISO 2709 ingest pipeline (marc_ingest.h).
  *
- *   this thread: maps (regular files) or read()s (pipes) big blocks of each source into a
- *                batch, cuts its records with the formats/ cursor (the scanner's rules,
- *                no copy) and hands the batch to the parsers; the bytes of a record cut
- *                by the block end start the next batch;
+ *   this thread: maps each regular file whole (read()s pipes) and hands out 4 MiB windows
+ *                of it as batches, cuts their records with the formats/ cursor (the
+ *                scanner's rules, no copy); the bytes of a record cut by the window's end
+ *                start the next batch; drops the pages the writer is done with;
  *   parsers:     check each record (h5s_marc_check in the run's mode), fill its index row,
  *                repair or convert into the batch's own arena (no per-record malloc);
  *   committer:   whichever parser finishes the next batch in input order appends it to
- *                the model in one call (contiguous accepted records: one big append).
- * Memory is bounded by the number of batches in flight (2 per parser + 2).
+ *                the model in one call; records read through the mapping are lent, so
+ *                whole 1 MiB chunks are stored straight from it (no copy).
+ * Memory: the batches in flight (2 per parser + 2), the queue budget, and the mapped
+ * pages not yet written (about the queue budget); the mapping is unmapped after close.
  */
 #include "marc_ingest.h"
 
