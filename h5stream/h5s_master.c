@@ -507,13 +507,22 @@ int h5s_master_shard_poll(h5s_shard_status *out, const char *shard_path, const c
         hid_t d = h5s_format_path_exists(file, H5S_STATUS_DATASET)
                       ? H5Dopen2(file, H5S_STATUS_DATASET, H5P_DEFAULT)
                       : H5I_INVALID_HID;
-        hid_t m = h5s_format_path_exists(file, fid_path) ? H5Dopen2(file, fid_path, H5P_DEFAULT)
-                                                         : H5I_INVALID_HID;
+        /* The status row is read before the marker's extent is looked at. The writer
+         * grows the marker and flushes it before it writes a final state, so a shard
+         * seen closed shows its final count; read the other way round, a poll racing
+         * the close could pair an old extent with the closed state. */
+        int row_ok =
+            d >= 0 && type >= 0 && H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &row) >= 0;
+        hid_t m = row_ok && h5s_format_path_exists(file, fid_path)
+                      ? H5Dopen2(file, fid_path, H5P_DEFAULT)
+                      : H5I_INVALID_HID;
+        if (m >= 0 && H5Drefresh(m) < 0) {
+            H5Dclose(m);
+            m = H5I_INVALID_HID;
+        }
         hid_t space = m >= 0 ? H5Dget_space(m) : H5I_INVALID_HID;
         hsize_t dims[1] = {0};
-        if (d >= 0 && m >= 0 && space >= 0 && type >= 0 &&
-            H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &row) >= 0 &&
-            H5Sget_simple_extent_dims(space, dims, NULL) == 1) {
+        if (space >= 0 && H5Sget_simple_extent_dims(space, dims, NULL) == 1) {
             out->readable = 1;
             out->state = row.state;
             out->heartbeat = row.heartbeat;

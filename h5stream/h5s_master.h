@@ -106,8 +106,10 @@ typedef struct {
 /*
  * Reads a shard's writer status and committed frame count, opening it with SWMR read
  * and HDF5 file locking off (so polling never blocks its writer), then closing it.
- * data_path: the frames dataset (NULL = NeXus default). Never fails for a shard that is
- * missing or not readable yet: out says so. Returns 0, or H5S_EINVAL.
+ * data_path: the frames dataset (NULL = NeXus default). The status row is read before the
+ * frame_id extent, so a shard seen in a final state shows its final frame count
+ * (tests/test_shard_poll.c). Never fails for a shard that is missing or not readable yet:
+ * out says so. Returns 0, or H5S_EINVAL.
  */
 int h5s_master_shard_poll(h5s_shard_status *out, const char *shard_path, const char *data_path);
 

@@ -131,7 +131,8 @@ int shard_master_end(const shard_args *s, const char *master, const h5s_master_o
             h5s_shard_status st;
             h5s_master_shard_poll(&st, path, mo->data_path);
             double now = cli_now();
-            if (status_changed(&st, &w[r].last)) {
+            int fresh = status_changed(&st, &w[r].last);
+            if (fresh) {
                 w[r].last = st;
                 w[r].changed = now;
             }
@@ -139,9 +140,10 @@ int shard_master_end(const shard_args *s, const char *master, const h5s_master_o
             uint64_t want =
                 total == UINT64_MAX ? UINT64_MAX : h5s_shard_count(total, r, s->ranks, mo->block);
             /* A closed shard with another count is either this run's, cut short (its
-             * last commit is recent), or an earlier run's left in place (keep waiting). */
-            if (closed &&
-                (want == UINT64_MAX || st.frames == want || st.heartbeat >= started_wall - 1.0)) {
+             * last commit is recent), or an earlier run's left in place (keep waiting).
+             * Cut short is believed only when the next poll, a fresh open, says the same. */
+            if (closed && (want == UINT64_MAX || st.frames == want ||
+                           (st.heartbeat >= started_wall - 1.0 && !fresh))) {
                 w[r].done = 1;
                 counts[r] = st.frames;
                 failed |= st.state == H5S_STATE_FAILED || (want != UINT64_MAX && st.frames != want);
