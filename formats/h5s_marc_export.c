@@ -184,68 +184,84 @@ static int put(h5s_marc_buf *b, const char *s)
     return h5s_marc_buf_append(b, s, strlen(s));
 }
 
+/* 1 for the bytes XML character data cannot carry as they are: C0 controls, the five
+ * specials (" & ' < >) and every byte from 0x80 (checked as UTF-8). */
+static const unsigned char xml_special[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10 */
+    0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20: " & ' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, /* 0x30: < > */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x50 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x60 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x70 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x80 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x90 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xA0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xB0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xC0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xD0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xE0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xF0 */
+};
+
+/* The most bytes XML character data takes for one input byte ("&quot;"). */
+#define XML_GROWTH 6
+/* A field's MARCXML is at most this long for len bytes of content: every byte as an
+ * entity, plus the markup of the field and of one subfield per byte (each subfield takes
+ * a delimiter byte at least). */
+#define MARCXML_FIELD_BOUND(len) ((len) * (XML_GROWTH + 48) + 128)
+
+/* Appends a string literal; the caller has reserved the room. */
+#define PUT_LIT(b, lit)                                                                            \
+    do {                                                                                           \
+        memcpy((b)->data + (b)->len, lit, sizeof(lit) - 1);                                        \
+        (b)->len += sizeof(lit) - 1;                                                               \
+    } while (0)
+
 /*
  * XML character data: the five specials as entities, C0 controls dropped (XML 1.0 cannot
- * carry them; yaz-marcdump drops them too), invalid UTF-8 as U+FFFD.
+ * carry them; yaz-marcdump drops them too), invalid UTF-8 as U+FFFD. The caller has
+ * reserved n * XML_GROWTH bytes.
  */
-static int put_xml(h5s_marc_buf *b, const unsigned char *p, size_t n)
+static void xml_text(h5s_marc_buf *b, const unsigned char *p, size_t n)
 {
-    int rc = h5s_marc_buf_reserve(b, n * 6);
-    if (rc)
-        return rc;
+    unsigned char *d = b->data + b->len;
     size_t i = 0;
     while (i < n) {
-        size_t run = i;
-        while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '<' && p[run] != '>' &&
-               p[run] != '&' && p[run] != '"' && p[run] != '\'')
-            run++;
-        if (run > i) {
-            memcpy(b->data + b->len, p + i, run - i);
-            b->len += run - i;
-            i = run;
+        unsigned char c = p[i];
+        if (!xml_special[c]) {
+            *d++ = c;
+            i++;
             continue;
         }
-        const char *ent = NULL;
-        switch (p[i]) {
-        case '<':
-            ent = "&lt;";
-            break;
-        case '>':
-            ent = "&gt;";
-            break;
-        case '&':
-            ent = "&amp;";
-            break;
-        case '"':
-            ent = "&quot;";
-            break;
-        case '\'':
-            ent = "&apos;";
-            break;
-        default:
-            break;
-        }
+        const char *ent = c == '<'    ? "&lt;"
+                          : c == '>'  ? "&gt;"
+                          : c == '&'  ? "&amp;"
+                          : c == '"'  ? "&quot;"
+                          : c == '\'' ? "&apos;"
+                                      : NULL;
         if (ent) {
             size_t k = strlen(ent);
-            memcpy(b->data + b->len, ent, k);
-            b->len += k;
+            memcpy(d, ent, k);
+            d += k;
             i++;
-        } else if (p[i] < 0x20) {
+        } else if (c < 0x20) {
             i++;
         } else {
             size_t k = h5s_marc_utf8_seq(p + i, n - i);
             if (k) {
-                memcpy(b->data + b->len, p + i, k);
-                b->len += k;
+                memcpy(d, p + i, k);
+                d += k;
                 i += k;
             } else {
-                memcpy(b->data + b->len, replacement, 3);
-                b->len += 3;
+                memcpy(d, replacement, 3);
+                d += 3;
                 i++;
             }
         }
     }
-    return 0;
+    b->len = (size_t)(d - b->data);
 }
 
 /* A JSON string (RFC 8259) with quotes; invalid UTF-8 as U+FFFD. */
@@ -292,37 +308,41 @@ static int write_marcxml(h5s_marc_buf *b, const unsigned char *rec, size_t len)
     unsigned char leader[H5S_MARC_LEADER_LEN];
     memcpy(leader, rec, H5S_MARC_LEADER_LEN);
     leader[9] = 'a'; /* the XML text is Unicode */
-    rc = put(b, "<record>\n  <leader>");
-    rc = rc ? rc : put_xml(b, leader, sizeof(leader));
-    rc = rc ? rc : put(b, "</leader>\n");
-    while (rc == 0 && h5s_marc_iter_next(&it, &f)) {
+    if ((rc = h5s_marc_buf_reserve(b, MARCXML_FIELD_BOUND(sizeof leader))) != 0)
+        return rc;
+    PUT_LIT(b, "<record>\n  <leader>");
+    xml_text(b, leader, sizeof leader);
+    PUT_LIT(b, "</leader>\n");
+    while (h5s_marc_iter_next(&it, &f)) {
+        if ((rc = h5s_marc_buf_reserve(b, MARCXML_FIELD_BOUND(f.len))) != 0)
+            return rc;
         if (f.control) {
-            rc = put(b, "  <controlfield tag=\"");
-            rc = rc ? rc : put_xml(b, (const unsigned char *)f.tag, 3);
-            rc = rc ? rc : put(b, "\">");
-            rc = rc ? rc : put_xml(b, f.data, f.len);
-            rc = rc ? rc : put(b, "</controlfield>\n");
+            PUT_LIT(b, "  <controlfield tag=\"");
+            xml_text(b, (const unsigned char *)f.tag, 3);
+            PUT_LIT(b, "\">");
+            xml_text(b, f.data, f.len);
+            PUT_LIT(b, "</controlfield>\n");
             continue;
         }
-        rc = put(b, "  <datafield tag=\"");
-        rc = rc ? rc : put_xml(b, (const unsigned char *)f.tag, 3);
-        rc = rc ? rc : put(b, "\" ind1=\"");
-        rc = rc ? rc : put_xml(b, &f.ind1, f.len > 0);
-        rc = rc ? rc : put(b, "\" ind2=\"");
-        rc = rc ? rc : put_xml(b, &f.ind2, f.len > 1);
-        rc = rc ? rc : put(b, "\">\n");
+        PUT_LIT(b, "  <datafield tag=\"");
+        xml_text(b, (const unsigned char *)f.tag, 3);
+        PUT_LIT(b, "\" ind1=\"");
+        xml_text(b, &f.ind1, f.len > 0);
+        PUT_LIT(b, "\" ind2=\"");
+        xml_text(b, &f.ind2, f.len > 1);
+        PUT_LIT(b, "\">\n");
         h5s_marc_subfield s;
         size_t pos = 0;
-        while (rc == 0 && h5s_marc_subfield_next(&f, &pos, &s)) {
-            rc = put(b, "    <subfield code=\"");
-            rc = rc ? rc : put_xml(b, &s.code, 1);
-            rc = rc ? rc : put(b, "\">");
-            rc = rc ? rc : put_xml(b, s.data, s.len);
-            rc = rc ? rc : put(b, "</subfield>\n");
+        while (h5s_marc_subfield_next(&f, &pos, &s)) {
+            PUT_LIT(b, "    <subfield code=\"");
+            xml_text(b, &s.code, 1);
+            PUT_LIT(b, "\">");
+            xml_text(b, s.data, s.len);
+            PUT_LIT(b, "</subfield>\n");
         }
-        rc = rc ? rc : put(b, "  </datafield>\n");
+        PUT_LIT(b, "  </datafield>\n");
     }
-    return rc ? rc : put(b, "</record>\n");
+    return put(b, "</record>\n");
 }
 
 static int write_json(h5s_marc_buf *b, const unsigned char *rec, size_t len)

@@ -407,6 +407,80 @@ static void export_file(const char *src, const char *dst, h5s_marc_format format
     fclose(fp);
 }
 
+/* Builds an ISO 2709 record from n fields given as tag and content (without the 0x1E). */
+static size_t build_record(unsigned char *out, size_t cap, const char *const *tags,
+                           const char *const *contents, size_t n)
+{
+    size_t base = 24 + 12 * n + 1, data = 0;
+    for (size_t i = 0; i < n; i++)
+        data += strlen(contents[i]) + 1;
+    size_t total = base + data + 1;
+    assert_true(total <= cap);
+    char leader[64];
+    snprintf(leader, sizeof leader, "%05zunam a22%05zu   4500", total, base);
+    memcpy(out, leader, 24);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        char entry[40];
+        size_t flen = strlen(contents[i]) + 1;
+        snprintf(entry, sizeof entry, "%.3s%04zu%05zu", tags[i], flen, at);
+        memcpy(out + 24 + 12 * i, entry, 12);
+        memcpy(out + base + at, contents[i], flen - 1);
+        out[base + at + flen - 1] = 0x1E;
+        at += flen;
+    }
+    out[base - 1] = 0x1E;
+    out[total - 1] = 0x1D;
+    return total;
+}
+
+/* MARCXML text: the five specials as entities (in codes and indicators too), C0 controls
+ * dropped, valid UTF-8 kept, each invalid or cut-short byte as U+FFFD. */
+static void test_marc_record__marcxml_escapes(void **state)
+{
+    (void)state;
+    const char *tags[] = {"001", "245", "500"};
+    const char *contents[] = {
+        "id<1>&\"'",
+        "1&\x1f"
+        "aA\x01"
+        "B\xc3\xa9"
+        "C\xff"
+        "D\xe2\x82\x1f&x",
+        "  \x1f"
+        "a<&>",
+    };
+    unsigned char rec[512];
+    size_t len = build_record(rec, sizeof rec, tags, contents, 3);
+    h5s_marc_writer w;
+    assert_int_equal(h5s_marc_writer_begin(&w, H5S_MARC_MARCXML, 0, NULL), 0);
+    size_t head = w.out.len;
+    assert_int_equal(h5s_marc_writer_record(&w, rec, len), 0);
+    char leader[25];
+    memcpy(leader, rec, 24);
+    leader[24] = '\0';
+    char want[1024];
+    snprintf(want, sizeof want,
+             "<record>\n"
+             "  <leader>%s</leader>\n"
+             "  <controlfield tag=\"001\">id&lt;1&gt;&amp;&quot;&apos;</controlfield>\n"
+             "  <datafield tag=\"245\" ind1=\"1\" ind2=\"&amp;\">\n"
+             "    <subfield code=\"a\">AB\xc3\xa9"
+             "C\xef\xbf\xbd"
+             "D\xef\xbf\xbd\xef\xbf\xbd"
+             "</subfield>\n"
+             "    <subfield code=\"&amp;\">x</subfield>\n"
+             "  </datafield>\n"
+             "  <datafield tag=\"500\" ind1=\" \" ind2=\" \">\n"
+             "    <subfield code=\"a\">&lt;&amp;&gt;</subfield>\n"
+             "  </datafield>\n"
+             "</record>\n",
+             leader);
+    assert_int_equal(w.out.len - head, strlen(want));
+    assert_memory_equal(w.out.data + head, want, strlen(want));
+    h5s_marc_writer_release(&w);
+}
+
 static void test_marc_record__exports_match_yaz(void **state)
 {
     (void)state;
@@ -488,6 +562,7 @@ int main(void)
         cmocka_unit_test(test_marc_record__roundtrip_clean),
         cmocka_unit_test(test_marc_record__bad_records),
         cmocka_unit_test(test_marc_record__accessors),
+        cmocka_unit_test(test_marc_record__marcxml_escapes),
         cmocka_unit_test(test_marc_record__exports_match_yaz),
         cmocka_unit_test(test_marc_record__marc8_to_utf8),
     };
