@@ -19,6 +19,7 @@
 #include "h5s_codec.h"
 #include "h5s_column.h"
 #include "h5s_format.h"
+#include "test_bytes_file.h"
 
 #define THREADS 4
 #define ITEMS_PER_THREAD 3000
@@ -438,25 +439,14 @@ static void lent_case(const char *name, const char *codec_spec)
     tmp_path(path, sizeof path, name);
     h5s_codec codec;
     assert_int_equal(h5s_codec_parse(&codec, codec_spec), 0);
-    h5s_file *f = NULL;
-    h5s_group *g = NULL;
-    h5s_column *marker = NULL, *bytes = NULL;
     h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
     fo.queue_bytes = (size_t)1 << 20;
     fo.flush_ms = 0;
-    assert_int_equal(h5s_file_create(&f, path, &fo), 0);
-    assert_int_equal(h5s_file_add_model(f, "test"), 0);
-    assert_int_equal(h5s_group_create(&g, f, "/lent"), 0);
-    h5s_column_options o = H5S_COLUMN_OPTIONS_INIT;
-    o.type = H5T_STD_U64LE;
-    o.marker = 1;
-    assert_int_equal(h5s_column_create(&marker, g, "/lent/count", &o), 0);
-    o.marker = 0;
-    o.type = H5T_STD_U8LE;
-    o.chunk_rows = 1000;
-    o.codec = codec;
-    assert_int_equal(h5s_column_create(&bytes, g, "/lent/bytes", &o), 0);
-    assert_int_equal(h5s_file_start_swmr(f), 0);
+    bytes_file bf;
+    bytes_file_open(&bf, path, &fo, "/lent", 1000, &codec);
+    h5s_file *f = bf.f;
+    h5s_group *g = bf.g;
+    h5s_column *marker = bf.marker, *bytes = bf.bytes;
 
     enum { SRC = 20000 };
     unsigned char *src = malloc(SRC), other[64], *expect = malloc(2 * SRC);

@@ -23,6 +23,7 @@
 
 #include "h5s_column.h"
 #include "h5s_prealloc.h"
+#include "test_bytes_file.h"
 
 static char tmpdir[1024];
 
@@ -141,23 +142,13 @@ static void test_prealloc__engine_reserves_while_writing(void **state)
     unsetenv("H5STREAM_PREALLOC");
     char path[1200];
     snprintf(path, sizeof path, "%s/engine.h5", tmpdir);
-    h5s_file *f = NULL;
-    h5s_group *g = NULL;
-    h5s_column *marker = NULL, *bytes = NULL;
     h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
     fo.flush_ms = 0;
-    assert_int_equal(h5s_file_create(&f, path, &fo), 0);
-    assert_int_equal(h5s_file_add_model(f, "test"), 0);
-    assert_int_equal(h5s_group_create(&g, f, "/g"), 0);
-    h5s_column_options o = H5S_COLUMN_OPTIONS_INIT;
-    o.type = H5T_STD_U64LE;
-    o.marker = 1;
-    assert_int_equal(h5s_column_create(&marker, g, "/g/count", &o), 0);
-    o.marker = 0;
-    o.type = H5T_STD_U8LE;
-    o.chunk_rows = MIB;
-    assert_int_equal(h5s_column_create(&bytes, g, "/g/bytes", &o), 0);
-    assert_int_equal(h5s_file_start_swmr(f), 0);
+    bytes_file bf;
+    bytes_file_open(&bf, path, &fo, "/g", MIB, NULL);
+    h5s_file *f = bf.f;
+    h5s_group *g = bf.g;
+    h5s_column *marker = bf.marker, *bytes = bf.bytes;
     unsigned char *data = malloc(4 * MIB);
     assert_non_null(data);
     memset(data, 0x33, 4 * MIB);
