@@ -5,9 +5,11 @@
  * takes the frame count from the same poll. A poll that raced the close once paired the
  * closed state with the marker's extent from before the final commit (CI, session 4: a
  * master of 12 frames instead of 150). Here a child process writes file after file, each
- * committed only at close, while this process polls each one as fast as it can: every
- * poll that sees a final state must also see every frame, and no poll may see more frames
- * than were written or fewer than an earlier poll of the same file.
+ * committed only at close, while this process polls each one as fast as it can. The child
+ * closes a file only once this process has seen it being written (a byte through a pipe),
+ * so every close happens while polls are running: every poll that sees a final state must
+ * also see every frame, and no poll may see more frames than were written or fewer than an
+ * earlier poll of the same file.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -28,7 +30,7 @@
 #include "h5s_master.h"
 #include "h5stream.h"
 
-enum { ROUNDS = 40, FRAMES = 40, ROWS = 16, COLS = 24 };
+enum { ROUNDS = 1000, FRAMES = 40, ROWS = 16, COLS = 24 };
 
 static char tmpdir[1024];
 
@@ -40,7 +42,7 @@ static void round_path(char *out, size_t n, int round)
 /* The child: ROUNDS files of FRAMES frames, with no commit before the close. Returns the
  * exit status (0, or the round that failed plus 1). The poller may open a file HDF5 is
  * still creating, as rank 0 does with the shards of a run. */
-static int write_rounds(void)
+static int write_rounds(int go_fd)
 {
     static uint16_t frame[ROWS * COLS];
     for (int r = 0; r < ROUNDS; r++) {
@@ -66,7 +68,8 @@ static int write_rounds(void)
             if (h5s_frames_append(fr, frame, sizeof frame, NULL) != 0)
                 return r + 1;
         }
-        if (h5s_file_close(f) != 0)
+        char go;
+        if (read(go_fd, &go, 1) != 1 || h5s_file_close(f) != 0)
             return r + 1;
     }
     return 0;
@@ -80,16 +83,21 @@ static void test_shard_poll__final_state_shows_final_count(void **state)
         round_path(path, sizeof path, r);
         unlink(path);
     }
+    int go[2];
+    assert_int_equal(pipe(go), 0);
     pid_t child = fork();
     assert_true(child >= 0);
-    if (child == 0)
-        _exit(write_rounds());
+    if (child == 0) {
+        close(go[1]);
+        _exit(write_rounds(go[0]));
+    }
+    close(go[0]);
 
     unsigned long polls = 0, final_polls = 0, open_polls = 0;
     for (int r = 0; r < ROUNDS; r++) {
         char path[1200];
         round_path(path, sizeof path, r);
-        uint64_t seen = 0;
+        uint64_t seen = 0, seen_open = 0;
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (;;) {
@@ -108,8 +116,11 @@ static void test_shard_poll__final_state_shows_final_count(void **state)
                                  r, (int)st.state, (unsigned long long)st.frames, H5S_STATE_CLOSED,
                                  FRAMES);
                     final_polls++;
+                    unlink(path); /* closed: its writer is done with it */
                     break;
                 }
+                if (seen_open++ == 0)
+                    assert_int_equal(write(go[1], "g", 1), 1); /* now it may close */
                 open_polls++;
             }
             struct timespec now;
@@ -118,14 +129,15 @@ static void test_shard_poll__final_state_shows_final_count(void **state)
                 fail_msg("round %d: no final state after 60 s", r);
         }
     }
+    close(go[1]);
     int status = 0;
     assert_int_equal(waitpid(child, &status, 0), child);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(final_polls, ROUNDS);
-    /* The test means something only if some polls found a file still being written. */
+    /* Every file was seen being written before it closed. */
     print_message("%lu polls, %lu of a file being written\n", polls, open_polls);
-    assert_true(open_polls > 0);
+    assert_true(open_polls >= ROUNDS);
 }
 
 int main(void)
