@@ -100,17 +100,11 @@ static void roundtrip(const tck_copy *c)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char path[4096];
-    if (fuzz_tmpfile(path, sizeof path, ".tck", data, size) != 0)
+    h5s_tract_reader *r =
+        fuzz_open_tracts(data, size, ".tck", h5s_tck_open, places, path, sizeof path);
+    if (!r)
         return 0;
-    h5s_tract_reader *r = NULL;
-    int rc = h5s_tck_open(&r, path);
-    if (rc != 0) {
-        if (r)
-            FUZZ_TRAP();
-        fuzz_check_message(h5s_error_message(), path, places);
-        unlink(path);
-        return 0;
-    }
+    int rc;
     const h5s_tract_header *h = h5s_tract_reader_header(r);
     if (h->format != H5S_TRACT_TCK || h->n_dps || h->n_dpv || h->n_groups)
         FUZZ_TRAP();

@@ -36,4 +36,28 @@ static inline void fuzz_tract_error_sticks(h5s_tract_reader *r, int rc, const ch
     free(first);
 }
 
+/*
+ * Writes the fuzz input to a new file with extension ext (its name into path) and opens it
+ * with open_fn. Returns the reader, or NULL when the file could not be made or was
+ * refused; a refusal must leave no reader and must say where (fuzz_check_message), and its
+ * file is removed. The caller closes the reader and removes path.
+ */
+static inline h5s_tract_reader *fuzz_open_tracts(const uint8_t *data, size_t size, const char *ext,
+                                                 int (*open_fn)(h5s_tract_reader **, const char *),
+                                                 const char *const *places, char *path,
+                                                 size_t path_size)
+{
+    if (fuzz_tmpfile(path, path_size, ext, data, size) != 0)
+        return NULL;
+    h5s_tract_reader *r = NULL;
+    if (open_fn(&r, path) != 0) {
+        if (r)
+            FUZZ_TRAP();
+        fuzz_check_message(h5s_error_message(), path, places);
+        unlink(path);
+        return NULL;
+    }
+    return r;
+}
+
 #endif

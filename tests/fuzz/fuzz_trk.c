@@ -55,17 +55,11 @@ static void compare(const char *path, const char *out)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char path[4096], out[4096];
-    if (fuzz_tmpfile(path, sizeof path, ".trk", data, size) != 0)
+    h5s_tract_reader *r =
+        fuzz_open_tracts(data, size, ".trk", h5s_trk_open, places, path, sizeof path);
+    if (!r)
         return 0;
-    h5s_tract_reader *r = NULL;
-    int rc = h5s_trk_open(&r, path);
-    if (rc != 0) {
-        if (r)
-            FUZZ_TRAP();
-        fuzz_check_message(h5s_error_message(), path, places);
-        unlink(path);
-        return 0;
-    }
+    int rc;
     const h5s_tract_header *h = h5s_tract_reader_header(r);
     if (h->format != H5S_TRACT_TRK || h->n_groups || h->n_dpg)
         FUZZ_TRAP();
