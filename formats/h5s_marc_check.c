@@ -12,6 +12,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define H5S_MARC_AVX2 1 /* an AVX2 scan_area, chosen at run time */
+#endif
 
 #include "h5s_error.h"
 
@@ -381,13 +385,58 @@ static uint64_t digits4x2(const unsigned char *p)
     return (w & 0x000000FF000000FFull) * 100 + ((w >> 16) & 0x000000FF000000FFull);
 }
 
+#if defined(H5S_MARC_AVX2)
+/*
+ * scan_area's loop 32 bytes at a time, for CPUs with AVX2: counts the 0x1E bytes of the
+ * whole 32-byte blocks of p[0..n), ORs into *seen as scan_area does, and sets *done to the
+ * bytes it covered (the caller scans the rest).
+ */
+__attribute__((target("avx2"))) static size_t scan_area_avx2(const unsigned char *p, size_t n,
+                                                             unsigned *seen, size_t *done)
+{
+    size_t i = 0, fts = 0;
+    const __m256i ft = _mm256_set1_epi8(H5S_MARC_FT), rt = _mm256_set1_epi8(H5S_MARC_RT);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i rts = zero, any = zero;
+    while (n - i >= 32) {
+        /* Byte counters, summed before they can wrap (255 blocks). */
+        size_t stop = n - i > 255 * 32 ? i + 255 * 32 : n - 31;
+        __m256i cnt = zero;
+        for (; i < stop; i += 32) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(p + i));
+            cnt = _mm256_sub_epi8(cnt, _mm256_cmpeq_epi8(v, ft));
+            rts = _mm256_or_si256(rts, _mm256_cmpeq_epi8(v, rt));
+            any = _mm256_or_si256(any, v);
+        }
+        __m256i sum = _mm256_sad_epu8(cnt, zero);
+        fts += (size_t)_mm256_extract_epi64(sum, 0) + (size_t)_mm256_extract_epi64(sum, 1) +
+               (size_t)_mm256_extract_epi64(sum, 2) + (size_t)_mm256_extract_epi64(sum, 3);
+    }
+    if (_mm256_movemask_epi8(rts))
+        *seen |= 1u;
+    if (_mm256_movemask_epi8(any))
+        *seen |= 2u;
+    *done = i;
+    return fts;
+}
+#endif
+
 /*
  * Counts the 0x1E bytes of p[0..n) and ORs into *seen the 0x1D bytes found (bit 0) and the
- * bytes >= 0x80 (bit 1). One pass, 16 bytes at a time with SSE2.
+ * bytes >= 0x80 (bit 1). One pass: 32 bytes at a time where the CPU has AVX2, then 16 at
+ * a time with SSE2, then byte by byte.
  */
 static size_t scan_area(const unsigned char *p, size_t n, unsigned *seen)
 {
     size_t i = 0, fts = 0;
+#if defined(H5S_MARC_AVX2)
+    if (__builtin_cpu_supports("avx2")) {
+        size_t done = 0;
+        fts = scan_area_avx2(p, n, seen, &done);
+        p += done;
+        n -= done;
+    }
+#endif
 #if defined(__SSE2__)
     const __m128i ft = _mm_set1_epi8(H5S_MARC_FT), rt = _mm_set1_epi8(H5S_MARC_RT);
     const __m128i zero = _mm_setzero_si128();
@@ -418,6 +467,31 @@ static size_t scan_area(const unsigned char *p, size_t n, unsigned *seen)
             *seen |= 2u;
     }
     return fts;
+}
+
+/*
+ * 1 when p[0..n) holds a 0x1F. Control fields are short, so this stays inline instead of
+ * calling memchr: 16-byte blocks while a whole block ends by limit (the record's end; bytes
+ * past p + n are masked off), then byte by byte.
+ */
+static inline int has_sf(const unsigned char *p, size_t n, const unsigned char *limit)
+{
+    size_t i = 0;
+#if defined(__SSE2__)
+    const __m128i sf = _mm_set1_epi8(H5S_MARC_SF);
+    for (; i < n && (size_t)(limit - p) - i >= 16; i += 16) {
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + i)), sf));
+        if (n - i < 16)
+            m &= (1u << (n - i)) - 1;
+        if (m)
+            return 1;
+    }
+#endif
+    for (; i < n; i++)
+        if (p[i] == H5S_MARC_SF)
+            return 1;
+    return 0;
 }
 
 /*
@@ -470,7 +544,7 @@ static int clean_record(h5s_marc_report *r, const unsigned char *rec, size_t len
         if (c[clen] != H5S_MARC_FT)
             return 0;
         if (e[0] == '0' && e[1] == '0') {
-            if (memchr(c, H5S_MARC_SF, clen))
+            if (has_sf(c, clen, rec + len))
                 return 0;
         } else if (clen < 2 || c[0] == H5S_MARC_SF || c[1] == H5S_MARC_SF ||
                    (clen > 2 && c[2] != H5S_MARC_SF)) {

@@ -481,6 +481,66 @@ static void test_marc_record__marcxml_escapes(void **state)
     h5s_marc_writer_release(&w);
 }
 
+/* 1 when r holds a stored defect with this code (at offset, unless offset is UINT32_MAX). */
+static int has_defect(const h5s_marc_report *r, uint16_t code, uint32_t offset)
+{
+    uint32_t stored = r->n_errors < H5S_MARC_MAX_ERRORS ? r->n_errors : H5S_MARC_MAX_ERRORS;
+    for (uint32_t i = 0; i < stored; i++)
+        if (r->errors[i].code == code && (offset == UINT32_MAX || r->errors[i].offset == offset))
+            return 1;
+    return 0;
+}
+
+/* The clean-record fast path (vector scans of the data area, an inline search of control
+ * fields) against one bad byte at every position of the data area: each must be found. The
+ * record sits in a buffer of its exact size, with its control field last, so the sanitizer
+ * build catches a scan reading past the record. */
+static void test_marc_record__bad_byte_every_position(void **state)
+{
+    (void)state;
+    const char *tags[] = {"245", "008"};
+    const char *contents[] = {"10\x1f"
+                              "aThe quick brown fox jumps over the lazy dog,\x1f"
+                              "bversus \xc3\xa9t\xc3\xa9 and more text to fill 100 bytes",
+                              "860506s1986    nyu           000 0 eng  "};
+    unsigned char tmp[512];
+    size_t len = build_record(tmp, sizeof tmp, tags, contents, 2);
+    unsigned char *rec = malloc(len);
+    assert_non_null(rec);
+    memcpy(rec, tmp, len);
+    h5s_marc_report r;
+    assert_int_equal(h5s_marc_validate(&r, rec, len, 0), 0);
+    assert_int_equal(r.n_fields, 2);
+    assert_int_equal(r.flags, H5S_MARC_F_UTF8);
+    size_t base = 24 + 2 * 12 + 1, ctl = base + strlen(contents[0]) + 1;
+    assert_int_equal(ctl + strlen(contents[1]) + 2, len);
+    unsigned checked = 0;
+    for (size_t at = base; at < len - 1; at++) {
+        if (rec[at] == 0x1E)
+            continue; /* a field's own terminator */
+        unsigned char keep = rec[at];
+        rec[at] = 0x1D;
+        assert_true(h5s_marc_validate(&r, rec, len, 0) > 0);
+        rec[at] = 0x1E;
+        assert_true(h5s_marc_validate(&r, rec, len, 0) > 0);
+        rec[at] = 0xFF;
+        assert_true(h5s_marc_validate(&r, rec, len, 0) > 0);
+        /* At that byte, or at the lead byte of the sequence it cut short (é's 0xA9). */
+        int in_seq = keep >= 0x80 && keep < 0xC0;
+        assert_true(has_defect(&r, H5S_MARC_E_UTF8, (uint32_t)(in_seq ? at - 1 : at)));
+        if (at >= ctl) {
+            rec[at] = 0x1F;
+            assert_true(h5s_marc_validate(&r, rec, len, 0) > 0);
+            assert_true(has_defect(&r, H5S_MARC_E_CONTROL_DELIMITER, UINT32_MAX));
+        }
+        rec[at] = keep;
+        assert_int_equal(h5s_marc_validate(&r, rec, len, 0), 0);
+        checked++;
+    }
+    assert_int_equal(checked, len - 1 - base - 2);
+    free(rec);
+}
+
 static void test_marc_record__exports_match_yaz(void **state)
 {
     (void)state;
@@ -563,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_marc_record__bad_records),
         cmocka_unit_test(test_marc_record__accessors),
         cmocka_unit_test(test_marc_record__marcxml_escapes),
+        cmocka_unit_test(test_marc_record__bad_byte_every_position),
         cmocka_unit_test(test_marc_record__exports_match_yaz),
         cmocka_unit_test(test_marc_record__marc8_to_utf8),
     };
