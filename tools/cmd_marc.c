@@ -265,7 +265,12 @@ int cli_ingest_marc(int argc, char **argv)
     signal(SIGTERM, SIG_DFL);
     if (rc) {
         cli_errorf("ingest marc: %s: %s", h5s_strerror(rc), res.error);
-        if (rc == H5S_EIO)
+        if (res.source_failed)
+            cli_errorf("ingest marc: %llu records accepted and %llu rejected before it are "
+                       "committed in %s (file closed)",
+                       (unsigned long long)res.accepted, (unsigned long long)res.rejected,
+                       a.output);
+        else if (rc == H5S_EIO)
             report_kept_after_writer_error(a.output);
         status = CLI_EDATA;
     } else if (cli_stop_flag) {

@@ -12,12 +12,15 @@
  *                whole 1 MiB chunks are stored straight from it (no copy).
  * Memory: the batches in flight (2 per parser + 2), the queue budget, and the mapped
  * pages not yet written (about the queue budget); the mapping is unmapped after close.
+ * A source that shrinks while it is mapped: see "Sources that shrink" below.
  */
 #include "marc_ingest.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +63,8 @@ typedef struct batch {
     size_t ncommit;       /* items to commit (all, or up to a strict stop) */
     int stop;             /* strict: this batch holds the first bad record */
     char stop_msg[1024];
+    size_t parsed; /* parser: records fully handled so far */
+    int shrunk;    /* the source shrank: commit ncommit records, then fail with err */
     int rc;
     char err[512];
 } batch;
@@ -86,9 +91,11 @@ typedef struct {
     uint64_t next_commit;
     int committing;
     int quit;    /* parsers: no more work will come */
+    int halted;  /* reader: a source shrank; read nothing more */
     int stopped; /* strict stop or an error: commit nothing more, read nothing more */
     int rc;
     char err[1024];
+    int source_failed; /* rc came from a source (unreadable, or shrank), not the output */
     int strict_stopped;
     char stop_msg[1024];
     uint64_t repaired, converted;
@@ -108,6 +115,55 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* ---- sources that shrink ------------------------------------------------------------ */
+
+/*
+ * A regular source is read through a mapping. If someone truncates the file meanwhile, a
+ * read of a page past its new end raises SIGBUS. The reader and the parsers touch the
+ * mapping only inside a guard (cut_guarded, parse_guarded): there the handler jumps back,
+ * the batch keeps the records handled before the fault, and the run fails after committing
+ * them, naming the source, the byte offset and the new size. Elsewhere the writer's
+ * pwrite from the mapping fails with EFAULT (an I/O error naming the dataset), and in any
+ * other thread (the committer copying the tail of a chunk, an encoder compressing one) the
+ * handler says what happened and the process dies as it would have: the output is then
+ * like a killed writer's, for `h5stream recover`. No locks are held, and nothing is
+ * allocated, where a guard can jump from.
+ */
+static _Thread_local sigjmp_buf *fault_jump;
+static _Thread_local const unsigned char *fault_addr;
+
+static void on_sigbus(int sig, siginfo_t *si, void *ctx)
+{
+    (void)ctx;
+    if (fault_jump) {
+        fault_addr = si->si_addr;
+        siglongjmp(*fault_jump, 1);
+    }
+    static const char msg[] = "h5stream: SIGBUS: an input file shrank while it was read; the "
+                              "output is left as a killed writer leaves it (h5stream recover)\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    /* Back to the default: the faulting read runs again and ends the process. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+}
+
+/* The message for a fault at fault_addr in source sid's mapping. */
+static void shrunk_message(pipeline *p, uint32_t sid, const unsigned char *at, char *out,
+                           size_t cap)
+{
+    const mapping *m = &p->maps[sid];
+    struct stat st;
+    long long now = stat(p->a->sources[sid], &st) == 0 ? (long long)st.st_size : -1;
+    size_t off = at >= m->base && at < m->base + m->len ? (size_t)(at - m->base) : m->len;
+    snprintf(out, cap,
+             "%s: the file shrank while it was read: byte %zu is past its end (%lld bytes now, "
+             "%zu when opened); the records before it are stored",
+             p->names[sid], off, now, m->len);
+}
+
 static void fail_locked(pipeline *p, int rc, const char *msg)
 {
     if (!p->rc) {
@@ -116,6 +172,14 @@ static void fail_locked(pipeline *p, int rc, const char *msg)
     }
     p->stopped = 1;
     pthread_cond_broadcast(&p->cv_free);
+}
+
+/* fail_locked for a source that cannot be read (the run's first error is then the input's). */
+static void fail_source_locked(pipeline *p, const char *msg)
+{
+    if (!p->rc)
+        p->source_failed = 1;
+    fail_locked(p, H5S_EIO, msg);
 }
 
 static int grow(void **ptr, size_t *cap, size_t want, size_t elem)
@@ -188,6 +252,17 @@ static int keep_altered(batch *b, size_t i, const h5s_marc_buf *bytes)
     return h5s_marc_buf_append(&b->altered, bytes->data, bytes->len) ? -1 : 0;
 }
 
+/* The arenas of b's first ncommit items are final: turn their offsets into pointers. */
+static void batch_finalize(batch *b)
+{
+    for (size_t i = 0; i < b->ncommit; i++) {
+        if (b->alt_off[i] != SIZE_MAX)
+            b->items[i].data = b->altered.data + b->alt_off[i];
+        if (b->rep_idx[i] != UINT32_MAX)
+            b->items[i].report = &b->reports[b->rep_idx[i]];
+    }
+}
+
 /* Checks every record of b; returns 0 or -1 with b->err set. */
 static int parse_batch(parser *w, batch *b)
 {
@@ -198,6 +273,7 @@ static int parse_batch(parser *w, batch *b)
     b->ncommit = b->n;
     b->stop = 0;
     for (size_t i = 0; i < b->n; i++) {
+        b->parsed = i;
         const span_rec *s = &b->spans[i];
         const unsigned char *rec = b->buf + s->off;
         h5s_marc_item *it = &b->items[i];
@@ -264,13 +340,7 @@ static int parse_batch(parser *w, batch *b)
             break;
         }
     }
-    /* The arenas are final: turn offsets into pointers. */
-    for (size_t i = 0; i < b->ncommit; i++) {
-        if (b->alt_off[i] != SIZE_MAX)
-            b->items[i].data = b->altered.data + b->alt_off[i];
-        if (b->rep_idx[i] != UINT32_MAX)
-            b->items[i].report = &b->reports[b->rep_idx[i]];
-    }
+    batch_finalize(b);
     return 0;
 oom:
     snprintf(b->err, sizeof b->err, "out of memory for a batch of %zu records", b->n);
@@ -313,6 +383,8 @@ static void drop_released(mapping *m)
  * mapping are lent: the model stores whole chunks straight from the mapping. */
 static int commit_batch(pipeline *p, batch *b, char *err, size_t errsize)
 {
+    if (b->ncommit == 0)
+        return 0; /* a batch that only carries a shrunk source's error */
     int rc = b->mapped ? h5s_marc_model_append_lent(p->model, b->items, b->ncommit, lent_done,
                                                     &p->maps[b->source])
                        : h5s_marc_model_append(p->model, b->items, b->ncommit);
@@ -367,6 +439,8 @@ static void finish_batch(pipeline *p, batch *b)
             fail_locked(p, c->rc, c->err);
         else if (!skip && rc)
             fail_locked(p, rc, err);
+        else if (!skip && c->shrunk)
+            fail_source_locked(p, c->err);
         else if (!skip && c->stop) {
             p->strict_stopped = 1;
             snprintf(p->stop_msg, sizeof p->stop_msg, "%s", c->stop_msg);
@@ -377,6 +451,31 @@ static void finish_batch(pipeline *p, batch *b)
     }
     p->committing = 0;
     pthread_mutex_unlock(&p->mu);
+}
+
+/*
+ * parse_batch under the fault guard. When the source shrank under the batch, it keeps the
+ * records handled before the fault and is marked shrunk (committed in order, then the run
+ * fails). The converter may have been left mid-record: it is dropped.
+ */
+static int parse_guarded(parser *w, batch *b)
+{
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0)) {
+        fault_jump = NULL;
+        b->ncommit = b->parsed;
+        b->stop = 0;
+        b->shrunk = 1;
+        shrunk_message(w->p, b->source, fault_addr, b->err, sizeof b->err);
+        batch_finalize(b);
+        h5s_marc_charconv_free(w->cv);
+        w->cv = NULL;
+        return 0;
+    }
+    fault_jump = &jb;
+    int rc = parse_batch(w, b);
+    fault_jump = NULL;
+    return rc;
 }
 
 static void *parser_main(void *arg)
@@ -398,7 +497,7 @@ static void *parser_main(void *arg)
         int skip = p->stopped;
         pthread_mutex_unlock(&p->mu);
         b->rc = 0;
-        if (!skip && parse_batch(w, b) != 0)
+        if (!skip && parse_guarded(w, b) != 0)
             b->rc = H5S_ENOMEM;
         finish_batch(p, b);
     }
@@ -456,6 +555,15 @@ static void fail(pipeline *p, int rc, const char *fmt, const char *name, const c
     pthread_mutex_unlock(&p->mu);
 }
 
+static void fail_source(pipeline *p, const char *name, const char *why)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s: %s", name, why);
+    pthread_mutex_lock(&p->mu);
+    fail_source_locked(p, msg);
+    pthread_mutex_unlock(&p->mu);
+}
+
 /*
  * Cutting records: the formats/ cursor makes the scanner's cuts (its rules decide every
  * unusual case: lying or missing lengths, a missing 0x1D, truncation, junk, newlines
@@ -492,6 +600,22 @@ static int cut_records(pipeline *p, h5s_marc_cursor *c, batch *b, int eof, uint6
     return rc;
 }
 
+/* cut_records under the fault guard: 1 when the source shrank under the window (b keeps
+ * the records cut before the fault), else cut_records' 0 or -1. */
+static int cut_guarded(pipeline *p, h5s_marc_cursor *c, batch *b, int eof, uint64_t *ordinal)
+{
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0)) {
+        fault_jump = NULL;
+        *ordinal = c->ordinal;
+        return 1;
+    }
+    fault_jump = &jb;
+    int rc = cut_records(p, c, b, eof, ordinal);
+    fault_jump = NULL;
+    return rc;
+}
+
 static void give_back(pipeline *p, batch *b)
 {
     pthread_mutex_lock(&p->mu);
@@ -506,6 +630,7 @@ static batch *next_batch(pipeline *p, uint32_t sid, uint64_t base)
     if (nb) {
         nb->source = sid;
         nb->base = base;
+        nb->shrunk = 0;
         nb->buf = nb->own;
         nb->len = 0;
     }
@@ -517,8 +642,7 @@ static batch *next_batch(pipeline *p, uint32_t sid, uint64_t base)
  * Each batch is a window of the mapping, no copy; the next window starts at the previous
  * batch's unfinished tail. The scanner gets each byte once. The mapping lives until the
  * output is closed, since the model stores chunks of records straight from it. A source
- * truncated by someone else while it is read would fault (SIGBUS): files being ingested
- * must not shrink.
+ * truncated by someone else while it is read: see "Sources that shrink".
  */
 static int read_mapped(pipeline *p, uint32_t sid, int fd, uint64_t size, uint64_t *seq,
                        uint64_t *ordinal, uint64_t *bytes_in)
@@ -546,7 +670,17 @@ static int read_mapped(pipeline *p, uint32_t sid, int fd, uint64_t size, uint64_
         *bytes_in += end - pos;
         pos = end;
         int eof = pos == size;
-        if (cut_records(p, &c, b, eof, ordinal) != 0)
+        int cut = cut_guarded(p, &c, b, eof, ordinal);
+        if (cut == 1) {
+            /* The records cut before the fault go on; this batch then ends the run. */
+            b->shrunk = 1;
+            shrunk_message(p, sid, fault_addr, b->err, sizeof b->err);
+            submit(p, b, seq);
+            b = NULL;
+            p->halted = 1;
+            break;
+        }
+        if (cut != 0)
             break;
         if (b->n == 0) {
             if (eof)
@@ -586,7 +720,9 @@ static void read_stream(pipeline *p, uint32_t sid, int fd, uint64_t *seq, uint64
         if (n < 0 && errno == EINTR)
             break; /* a signal asked to stop: what was cut so far is committed */
         if (n < 0) {
-            fail(p, H5S_EIO, "%s: read failed: %s", name, strerror(errno));
+            char why[300];
+            snprintf(why, sizeof why, "read failed: %s", strerror(errno));
+            fail_source(p, name, why);
             break;
         }
         eof = n == 0;
@@ -624,7 +760,7 @@ static void read_source(pipeline *p, uint32_t sid, uint64_t *seq, uint64_t *ordi
     const char *name = p->names[sid];
     int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY);
     if (fd < 0) {
-        fail(p, H5S_EIO, "%s: %s", name, strerror(errno));
+        fail_source(p, name, strerror(errno));
         return;
     }
     struct stat st;
@@ -719,7 +855,13 @@ int marc_ingest_run(const marc_ingest_args *a, marc_ingest_result *out)
         }
     }
     uint64_t seq = 0, ordinal = 0;
-    for (size_t i = 0; rc == 0 && i < a->nsources && !is_stopped(&p); i++)
+    struct sigaction sa, old_bus;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER; /* guards jump out with sigsetjmp(.., 0) */
+    sigemptyset(&sa.sa_mask);
+    int bus_set = sigaction(SIGBUS, &sa, &old_bus) == 0;
+    for (size_t i = 0; rc == 0 && i < a->nsources && !p.halted && !is_stopped(&p); i++)
         read_source(&p, (uint32_t)i, &seq, &ordinal, &out->bytes_in);
     pthread_mutex_lock(&p.mu);
     p.quit = 1;
@@ -743,6 +885,8 @@ int marc_ingest_run(const marc_ingest_args *a, marc_ingest_result *out)
         rc = crc;
         snprintf(out->error, sizeof out->error, "%s", h5s_error_message());
     }
+    if (bus_set)
+        sigaction(SIGBUS, &old_bus, NULL);
     /* Closed: no lent bytes are in use any more. */
     for (size_t i = 0; p.maps && i < a->nsources; i++)
         if (p.maps[i].base)
@@ -756,6 +900,7 @@ int marc_ingest_run(const marc_ingest_args *a, marc_ingest_result *out)
     out->repaired = p.repaired;
     out->converted = p.converted;
     out->strict_stopped = p.strict_stopped;
+    out->source_failed = rc != 0 && p.source_failed && rc == p.rc;
     snprintf(out->stop_message, sizeof out->stop_message, "%s", p.stop_msg);
     out->seconds = now_s() - t0;
     h5s_marc_model_free(model);

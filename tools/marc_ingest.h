@@ -29,6 +29,8 @@ typedef struct {
     uint64_t bytes_in;  /* bytes read from the sources */
     double seconds;     /* from the first read to the file's close */
     int strict_stopped; /* strict mode met a bad record (message in stop_message) */
+    int source_failed;  /* the error is a source's (unreadable, or it shrank while read); the
+                           file is closed with every record handed over before it */
     char stop_message[1024];
     char error[1024]; /* what failed, when marc_ingest_run returns an error */
 } marc_ingest_result;

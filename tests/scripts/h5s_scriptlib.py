@@ -20,7 +20,9 @@ What lives here:
 """
 
 import os
+import re
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -56,6 +58,19 @@ class Paths:
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path)
         return path
+
+
+def preload_env(binary, shim):
+    """A copy of os.environ with LD_PRELOAD=shim for running binary; a sanitizer build's
+    ASan runtime is put first, as it must come first in the list."""
+    env = dict(os.environ)
+    preload = [shim]
+    r = subprocess.run(["ldd", binary], capture_output=True, text=True)
+    m = re.search(r"(\S*libasan\.so\S*) => (\S+)", r.stdout)
+    if m:
+        preload.insert(0, m.group(2))
+    env["LD_PRELOAD"] = " ".join(preload)
+    return env
 
 
 def paths():

@@ -282,22 +282,11 @@ def try_mount(d, size_bytes):
     return None if r.returncode == 0 else (r.stderr.strip() or "mount exit %d" % r.returncode)
 
 
-def asan_runtime(binary):
-    """The ASan runtime the binary loads, if any: it must come first in LD_PRELOAD."""
-    r = subprocess.run(["ldd", binary], capture_output=True, text=True)
-    m = re.search(r"(\S*libasan\.so\S*) => (\S+)", r.stdout)
-    return m.group(2) if m else None
-
-
 def shim_env(p, d, budget, sparse, report):
     shim = os.environ.get("H5S_ENOSPC_SHIM", os.path.join(os.path.dirname(os.path.dirname(
         p.bin)), "tests", "libh5s_enospc_shim.so"))
-    env = dict(os.environ)
-    preload = [shim]
-    asan = asan_runtime(p.bin)
-    if asan:
-        preload.insert(0, asan)
-    env.update({"LD_PRELOAD": " ".join(preload), "H5S_ENOSPC_DIR": os.path.realpath(d),
+    env = lib.preload_env(p.bin, shim)
+    env.update({"H5S_ENOSPC_DIR": os.path.realpath(d),
                 "H5S_ENOSPC_BYTES": str(budget), "H5S_ENOSPC_SPARSE": "1" if sparse else "0",
                 "H5S_ENOSPC_REPORT": report})
     return shim, env

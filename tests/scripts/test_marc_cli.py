@@ -604,6 +604,51 @@ def test_shard_export(checks, p, work):
                  text_of(r.stderr))
 
 
+def test_source_shrinks(checks, p, work):
+    """A source truncated while it is ingested (tests/scripts/shrink_shim.c truncates it
+    once it is mapped): exit 1 with an error naming the file, the byte offset and the new
+    size, and a closed file holding, byte for byte, every record that ends before the cut.
+    'map': the reader meets the cut first; 'signal': the parsers do, in records the reader
+    had already cut."""
+    shim = os.environ.get("H5S_SHRINK_SHIM", os.path.join(
+        os.path.dirname(os.path.dirname(p.bin)), "tests", "libh5s_shrink_shim.so"))
+    with open(p.shared_data + "/marc/MMA_Pubs_records_2021_07.mrc", "rb") as f:
+        full = f.read() * 3
+    cut = 2 << 20  # a page boundary inside a record, in the first 4 MiB window
+    want = b"".join(rec for at, rec in lib.iso2709_split(full) if at + len(rec) <= cut)
+    for when in ("map", "signal"):
+        src = os.path.join(work, "shrinks-%s.mrc" % when)
+        out = os.path.join(work, "shrinks-%s.h5" % when)
+        report = os.path.join(work, "shrinks-%s.txt" % when)
+        with open(src, "wb") as f:
+            f.write(full)
+        env = lib.preload_env(p.bin, shim)
+        env.update({"H5S_SHRINK_PATH": src, "H5S_SHRINK_TO": str(cut),
+                    "H5S_SHRINK_WHEN": when, "H5S_SHRINK_REPORT": report})
+        r = run([p.bin, "ingest", "marc", src, "-o", out], env=env)
+        acted = os.path.exists(report) and "truncated" in open(report).read()
+        checks.check("source shrinks (%s): the shim truncated it to %d bytes" % (when, cut),
+                     acted and os.path.getsize(src) == cut, "size %d" % os.path.getsize(src))
+        m = re.search(r"(\S+): the file shrank while it was read: byte (\d+) is past its end "
+                      r"\((\d+) bytes now, (\d+) when opened\)",
+                      r.stderr.decode("utf-8", "replace"))
+        checks.check("source shrinks (%s): exit 1, naming the file, the offset and both sizes"
+                     % when, r.returncode == 1 and m is not None and m.group(1) == src and
+                     cut <= int(m.group(2)) < cut + 100000 and int(m.group(3)) == cut and
+                     int(m.group(4)) == len(full), "exit %d %s" % (r.returncode,
+                                                                   text_of(r.stderr)))
+        exported = os.path.join(work, "shrinks-%s-out.mrc" % when)
+        e = run([p.bin, "export", out, "--to", "iso2709", "-o", exported])
+        got = open(exported, "rb").read() if e.returncode == 0 else b""
+        checks.check("source shrinks (%s): the %d records that end before the cut are stored "
+                     "byte for byte" % (when, len(lib.iso2709_split(want))), got == want,
+                     "%d of %d bytes, export exit %d %s" % (len(got), len(want), e.returncode,
+                                                            text_of(e.stderr)))
+        i = run([p.bin, "info", out])
+        checks.check("source shrinks (%s): the file is closed" % when,
+                     i.returncode == 0 and b"writer: closed" in i.stdout, text_of(i.stdout))
+
+
 def main(checks, p):
     work = p.fresh_dir("marc_cli")
     if not have_program("yaz-marcdump"):
@@ -614,6 +659,7 @@ def main(checks, p):
     test_control_index(checks, p, work)
     test_live_tail(checks, p, work)
     test_killed_writer(checks, p, work)
+    test_source_shrinks(checks, p, work)
     test_sources_utf8_export_usage(checks, p, work)
     test_shard_export(checks, p, work)
 
