@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "h5s_column.h"
+#include "h5s_commit_lock.h"
 #include "h5s_engine.h"
 #include "h5s_error.h"
 #include "h5s_format.h"
@@ -381,6 +382,9 @@ static int commit(h5s_file *f, int fflush)
 {
     int rc = 0;
     uint64_t total = 0;
+    /* A reader in this process sees each HDF5 call below as it returns: it waits for the
+     * whole commit (h5s_commit_lock.h). */
+    h5s_commit_lock_exclusive();
     /* Every payload first, then every marker. */
     for (size_t i = 0; i < f->nframes && rc == 0; i++)
         rc = h5s_frames_commit_payload(f->frames[i]);
@@ -398,9 +402,11 @@ static int commit(h5s_file *f, int fflush)
     if (rc == 0)
         rc = write_status(f, H5S_STATE_WRITING);
     double now = h5s_mono_now();
-    if (rc == 0 && fflush) {
-        if (H5Fflush(f->fid, H5F_SCOPE_LOCAL) < 0)
-            rc = h5s_error_set_h5(H5S_EIO, "%s: H5Fflush failed", f->path);
+    int flushed = rc == 0 && fflush;
+    if (flushed && H5Fflush(f->fid, H5F_SCOPE_LOCAL) < 0)
+        rc = h5s_error_set_h5(H5S_EIO, "%s: H5Fflush failed", f->path);
+    h5s_commit_unlock_exclusive();
+    if (flushed) {
         f->last_fflush = now;
 #ifdef __GLIBC__
         /* Blosc allocates its temporaries on every call, between HDF5's small objects;

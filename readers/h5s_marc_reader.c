@@ -18,6 +18,7 @@
 #include "h5s_error.h"
 #include "h5s_rdutil.h"
 #include "h5s_format.h"
+#include "h5s_commit_lock.h"
 
 #define MARC_PATH_MAX 256
 /* Records are read in big batches: the chunk cache would only add a copy (HDF5 reads chunks
@@ -136,7 +137,7 @@ static int refresh_one(h5s_marc_reader *r, hid_t d, const char *what)
     return 0;
 }
 
-static int do_refresh(h5s_marc_reader *r)
+static int refresh_unlocked(h5s_marc_reader *r)
 {
     int rc;
     /* Status first: "closed" is written after the final commit, so a marker read after it
@@ -165,6 +166,16 @@ static int do_refresh(h5s_marc_reader *r)
     if (n > r->count)
         r->count = n;
     return 0;
+}
+
+/* One poll; a reader in the writer's process waits for a commit in progress
+ * (h5s_commit_lock.h). */
+static int do_refresh(h5s_marc_reader *r)
+{
+    int locked = h5s_commit_read_begin(r->file);
+    int rc = refresh_unlocked(r);
+    h5s_commit_read_end(locked);
+    return rc;
 }
 
 int h5s_marc_reader_refresh(h5s_marc_reader *r, uint64_t *out_count)

@@ -62,6 +62,7 @@ void h5s_marc_reader_close(h5s_marc_reader *r);
  * Polls once: refreshes the writer status, the index (commit marker), then offsets and
  * records, and sets the committed record count (*out_count, may be NULL).
  * Errors: H5S_EIO when a refresh fails.
+ * In the writer's own process the poll waits for a commit in progress (docs/format.md).
  */
 int h5s_marc_reader_refresh(h5s_marc_reader *r, uint64_t *out_count);
 

@@ -17,6 +17,7 @@
 #include "h5s_error.h"
 #include "h5s_rdutil.h"
 #include "h5s_format.h"
+#include "h5s_commit_lock.h"
 
 #define READER_PATH_MAX 1024
 #define READER_REASON_MAX 1024
@@ -260,7 +261,7 @@ static int master_replaced(const h5s_reader *r)
     return stat(r->path, &st) == 0 && (st.st_dev != r->file_dev || st.st_ino != r->file_ino);
 }
 
-static int do_refresh(h5s_reader *r)
+static int refresh_unlocked(h5s_reader *r)
 {
     int rc;
     if (r->vds && master_replaced(r)) {
@@ -325,6 +326,16 @@ static int do_refresh(h5s_reader *r)
     if (marker > r->count)
         r->count = marker;
     return 0;
+}
+
+/* One poll; a reader in the writer's process waits for a commit in progress
+ * (h5s_commit_lock.h). */
+static int do_refresh(h5s_reader *r)
+{
+    int locked = h5s_commit_read_begin(r->file);
+    int rc = refresh_unlocked(r);
+    h5s_commit_read_end(locked);
+    return rc;
 }
 
 /*

@@ -74,6 +74,7 @@ int h5s_reader_shape(const h5s_reader *reader, h5s_frame_shape *out);
  * Polls once: refreshes the commit marker and the writer status and returns the
  * number of committed frames in *out_count (may be NULL).
  * Errors: H5S_EIO if the refresh fails (for example, the file was truncated).
+ * In the writer's own process the poll waits for a commit in progress (docs/format.md).
  */
 int h5s_reader_refresh(h5s_reader *reader, uint64_t *out_count);
 

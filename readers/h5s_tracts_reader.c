@@ -17,6 +17,7 @@
 #include "h5s_error.h"
 #include "h5s_rdutil.h"
 #include "h5s_format.h"
+#include "h5s_commit_lock.h"
 
 /* The model's group (h5s_tracts.h's H5S_TRACTS_PATH; readers do not include the engine). */
 #define H5S_TRACTS_PATH_R "/tracts"
@@ -471,7 +472,7 @@ static int read_status(h5s_tracts_reader *r)
     return h5s_rd_writer_state(r->status, r->path, &r->state);
 }
 
-static int do_refresh(h5s_tracts_reader *r)
+static int refresh_unlocked(h5s_tracts_reader *r)
 {
     /* Status first: "closed" is marked after the final commit, so the marker read after it
      * is final. Then the marker, then the payload it covers. */
@@ -512,6 +513,16 @@ static int do_refresh(h5s_tracts_reader *r)
     r->hdr.nb_streamlines = (int64_t)r->count;
     r->hdr.nb_vertices = (int64_t)r->nv;
     return 0;
+}
+
+/* One poll; a reader in the writer's process waits for a commit in progress
+ * (h5s_commit_lock.h). */
+static int do_refresh(h5s_tracts_reader *r)
+{
+    int locked = h5s_commit_read_begin(r->file);
+    int rc = refresh_unlocked(r);
+    h5s_commit_read_end(locked);
+    return rc;
 }
 
 static int try_open(h5s_tracts_reader *r, hid_t fapl)

@@ -94,6 +94,7 @@ const char *h5s_tracts_reader_path(const h5s_tracts_reader *r);
  * gets the committed streamline count. The count never decreases.
  * Errors: H5S_EIO (refresh or read failed), H5S_EFORMAT (offsets decrease, or point past the
  * positions stored).
+ * In the writer's own process the poll waits for a commit in progress (docs/format.md).
  */
 int h5s_tracts_reader_refresh(h5s_tracts_reader *r, uint64_t *out_count);
 

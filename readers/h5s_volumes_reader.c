@@ -19,6 +19,7 @@
 #include "h5s_format.h"
 #include "h5s_nifti.h"
 #include "h5s_tsv.h"
+#include "h5s_commit_lock.h"
 
 #define VR_MAX_COLLECTIONS 64
 #define VR_CHUNK_CACHE_BYTES ((size_t)64 << 20)
@@ -284,14 +285,8 @@ int h5s_volumes_reader_describe(h5s_volumes_reader *r, const char *name, h5s_col
     return rc;
 }
 
-int h5s_volumes_reader_refresh(h5s_volumes_reader *r, const char *name, uint64_t *out_count)
+static int refresh_unlocked(h5s_volumes_reader *r, vr_collection *c, uint64_t *out_count)
 {
-    vr_collection *c;
-    if (!r)
-        return h5s_error_set(H5S_EINVAL, "h5s_volumes_reader_refresh: NULL argument");
-    int rc = find_coll(r, name, &c);
-    if (rc)
-        return rc;
     /* Status first: a "closed" read before the marker means the marker is final. */
     if (r->status >= 0) {
         h5s_status_row row;
@@ -317,6 +312,21 @@ int h5s_volumes_reader_refresh(h5s_volumes_reader *r, const char *name, uint64_t
     if (out_count)
         *out_count = n;
     return 0;
+}
+
+int h5s_volumes_reader_refresh(h5s_volumes_reader *r, const char *name, uint64_t *out_count)
+{
+    vr_collection *c;
+    if (!r)
+        return h5s_error_set(H5S_EINVAL, "h5s_volumes_reader_refresh: NULL argument");
+    int rc = find_coll(r, name, &c);
+    if (rc)
+        return rc;
+    /* A reader in the writer's process waits for a commit in progress (h5s_commit_lock.h). */
+    int locked = h5s_commit_read_begin(r->file);
+    rc = refresh_unlocked(r, c, out_count);
+    h5s_commit_read_end(locked);
+    return rc;
 }
 
 h5s_writer_state h5s_volumes_reader_state(const h5s_volumes_reader *r)

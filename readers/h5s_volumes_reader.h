@@ -59,6 +59,7 @@ int h5s_volumes_reader_describe(h5s_volumes_reader *reader, const char *name,
  * Polls once: refreshes the writer status, then the collection's obs table (the commit
  * marker), and gives the committed count. name NULL: the first collection.
  * Errors: H5S_ENOTFOUND, H5S_EIO (refresh failed).
+ * In the writer's own process the poll waits for a commit in progress (docs/format.md).
  */
 int h5s_volumes_reader_refresh(h5s_volumes_reader *reader, const char *name, uint64_t *out_count);
 

@@ -444,6 +444,71 @@ static double cpu_seconds(void)
            ru.ru_stime.tv_usec * 1e-6;
 }
 
+typedef struct {
+    h5s_file *f;
+    h5s_frames *fr;
+    unsigned n;
+    int rc;
+} commit_writer;
+
+/* Frame k: 16 x 16 uint16 ramp, frame_id 1000 + k, one commit per frame. */
+static void *commit_main(void *arg)
+{
+    commit_writer *w = arg;
+    uint16_t frame[256];
+    for (unsigned k = 0; k < w->n && w->rc == 0; k++) {
+        ramp(H5S_UINT16, k, 256, frame);
+        h5s_frame_meta m = {.has_frame_id = 1, .frame_id = 1000 + k};
+        w->rc = h5s_frames_append(w->fr, frame, sizeof frame, &m);
+        if (w->rc == 0)
+            w->rc = h5s_file_flush(w->f);
+    }
+    return NULL;
+}
+
+/* A reader in the writer's own process shares its HDF5 file and sees each HDF5 call of a
+ * commit as it returns; polling without pause against one commit per frame, it must still
+ * only count frames whose pixels and frame_id are stored. */
+static void test_frames__same_process_reader_sees_whole_commits(void **state)
+{
+    (void)state;
+    commit_writer w = {NULL, NULL, 600, 0};
+    h5s_file_options fo = H5S_FILE_OPTIONS_INIT;
+    fo.flush_ms = 0;
+    assert_int_equal(h5s_file_create(&w.f, path, &fo), 0);
+    h5s_frames_options o = H5S_FRAMES_OPTIONS_INIT;
+    o.dims[0] = o.dims[1] = 16;
+    assert_int_equal(h5s_frames_create(&w.fr, w.f, NULL, &o), 0);
+    assert_int_equal(h5s_file_start_swmr(w.f), 0);
+    h5s_reader *r;
+    assert_int_equal(h5s_reader_open(&r, path, NULL, NULL), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, commit_main, &w), 0);
+    uint64_t next = 0, count = 0, growths = 0;
+    uint16_t got[256], want[256];
+    while (next < w.n) {
+        if (h5s_reader_refresh(r, &count) != 0)
+            fail_msg("refresh after %llu frames: %s", (unsigned long long)next,
+                     h5s_error_message());
+        growths += count > next;
+        for (; next < count; next++) {
+            uint64_t id = 0;
+            if (h5s_reader_read(r, next, 1, got, sizeof got) != 0 ||
+                h5s_reader_read_meta(r, next, 1, &id, NULL) != 0)
+                fail_msg("frame %llu: %s", (unsigned long long)next, h5s_error_message());
+            ramp(H5S_UINT16, next, 256, want);
+            if (id != 1000 + next || memcmp(got, want, sizeof got) != 0)
+                fail_msg("frame %llu: frame_id %llu or its pixels are not what was written",
+                         (unsigned long long)next, (unsigned long long)id);
+        }
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(w.rc, 0);
+    assert_true(growths >= 10);
+    assert_int_equal(h5s_file_close(w.f), 0);
+    h5s_reader_close(r);
+}
+
 static void test_frames__writer_error_commits_what_came_before(void **state)
 {
     (void)state;
@@ -724,6 +789,7 @@ int main(void)
         T(test_frames__flush_policy),
         T(test_frames__writer_error_reaches_the_producer),
         T(test_frames__writer_error_commits_what_came_before),
+        T(test_frames__same_process_reader_sees_whole_commits),
         T(test_frames__wrong_frame_size_is_refused),
         T(test_frames__one_producer_two_banded_datasets_never_deadlock),
         T(test_frames__open_append_continues_the_stream),

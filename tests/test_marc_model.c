@@ -6,6 +6,7 @@
  * reader follows a live file, exports match the stored bytes, misuse gets the documented
  * errors.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -424,6 +425,80 @@ static void test_marc_model__live_reader(void **state)
     free_corpus(&c);
 }
 
+typedef struct {
+    writer *w;
+    const corpus *c;
+    unsigned passes;
+    int rc;
+} commit_writer;
+
+/* One record per commit, the corpus `passes` times over (ordinals keep counting). */
+static void *commit_main(void *arg)
+{
+    commit_writer *cw = arg;
+    h5s_marc_item item;
+    h5s_marc_report rep;
+    h5s_marc_buf buf = {0};
+    for (size_t k = 0; k < cw->passes * cw->c->n && cw->rc == 0; k++) {
+        make_items(&item, &rep, &buf, cw->c, k % cw->c->n, 1, 0, k, H5S_MARC_STRICT);
+        cw->rc = h5s_marc_model_append(cw->w->model, &item, 1);
+        if (cw->rc == 0)
+            cw->rc = h5s_file_flush(cw->w->file);
+    }
+    h5s_marc_buf_free(&buf);
+    return NULL;
+}
+
+/* A reader in the writer's own process shares its HDF5 file and sees each HDF5 call of a
+ * commit as it returns; polling without pause against one commit per record, it must
+ * still only count records whose bytes and index rows are stored. */
+static void test_marc_model__same_process_reader(void **state)
+{
+    (void)state;
+    corpus c;
+    load_corpus(&c, "BooksAll.2014.part01-0001.mrc");
+    char path[2048];
+    tmp_path(path, sizeof path, "sameproc.h5");
+    writer w;
+    const char *sources[] = {"books.mrc"};
+    open_writer(&w, path, sources, 1, 0);
+    h5s_marc_reader *r = open_reader(path, 0);
+    commit_writer cw = {&w, &c, 3, 0};
+    const uint64_t total = cw.passes * c.n;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, commit_main, &cw), 0);
+    uint64_t next = 0, count = 0, growths = 0;
+    while (next < total) {
+        if (h5s_marc_reader_refresh(r, &count) != 0)
+            fail_msg("refresh after %llu records: %s", (unsigned long long)next,
+                     h5s_error_message());
+        if (count == next)
+            continue;
+        h5s_marc_batch b;
+        if (h5s_marc_reader_read_batch(r, next, count - next, (size_t)64 << 20, &b) != 0)
+            fail_msg("read %llu..%llu: %s", (unsigned long long)next, (unsigned long long)count,
+                     h5s_error_message());
+        assert_int_equal(b.n, count - next);
+        for (uint64_t i = 0; i < b.n; i++) {
+            uint64_t k = next + i;
+            size_t src = (size_t)(k % c.n);
+            if (b.index[i].ordinal != k || b.offsets[i + 1] - b.offsets[i] != c.len[src] ||
+                memcmp(b.bytes + b.offsets[i], c.bytes + c.off[src], c.len[src]) != 0)
+                fail_msg("record %llu: ordinal %llu, %llu bytes (%zu expected) or other bytes",
+                         (unsigned long long)k, (unsigned long long)b.index[i].ordinal,
+                         (unsigned long long)(b.offsets[i + 1] - b.offsets[i]), c.len[src]);
+        }
+        next = count;
+        growths++;
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(cw.rc, 0);
+    assert_true(growths >= 10);
+    close_writer(&w);
+    h5s_marc_reader_close(r);
+    free_corpus(&c);
+}
+
 /* flush_every holds inside one batch: 100 records appended at once with flush_every 10
  * make 10 commit points, and are committed with no explicit flush. */
 static void test_marc_model__flush_every_in_a_batch(void **state)
@@ -644,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_marc_model__roundtrip),
         cmocka_unit_test(test_marc_model__rejected_and_repaired),
         cmocka_unit_test(test_marc_model__live_reader),
+        cmocka_unit_test(test_marc_model__same_process_reader),
         cmocka_unit_test(test_marc_model__flush_every_in_a_batch),
         cmocka_unit_test(test_marc_model__export),
         cmocka_unit_test(test_marc_model__errors),
