@@ -16,6 +16,7 @@ What lives here:
   before H5Fstart_swmr_write from one that died while streaming;
 - iso2709_split(): ISO 2709 records cut by the record length in their leaders, with their
   byte offsets (independent of formats/h5s_marc.c);
+- open_swmr_when_ready(): a SWMR reader's open of a file a writer is creating;
 - Checks: one printed line per check and the closing "N passed, M failed" line.
 """
 
@@ -203,6 +204,30 @@ def stop_process(proc):
     if proc is not None and proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+def open_swmr_when_ready(path, names, keep_waiting, pause_s=0.005):
+    """Opens path for SWMR reading once a writer has started SWMR on it: an h5py File in
+    which every dataset of names exists (a writer declares its whole schema before SWMR
+    starts; without file locking a reader can get in earlier). Retries while
+    keep_waiting() is true. Returns (file or None, attempts, the last error's text)."""
+    import h5py  # only the scripts that follow a live file need it
+    attempts, last_error = 0, "file does not exist"
+    while keep_waiting():
+        attempts += 1
+        if os.path.exists(path):
+            f = None
+            try:
+                f = h5py.File(path, "r", libver="latest", swmr=True)
+                for name in names:
+                    f[name]
+                return f, attempts, ""
+            except (OSError, KeyError) as e:
+                last_error = str(e)
+                if f is not None:
+                    f.close()
+        time.sleep(pause_s)
+    return None, attempts, last_error
 
 
 def exit_with(checks):

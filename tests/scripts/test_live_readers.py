@@ -40,26 +40,16 @@ LIVE_MARGIN_S = 0.5  # tail lines this long before the writer exits count as rea
 
 # ---- the h5py reader process -------------------------------------------------------------
 
-def open_when_ready(h5py, path, deadline, report):
+def open_when_ready(path, deadline, report):
     """Opens path for SWMR reading once the writer has created it and started SWMR."""
-    last_error = "file does not exist"
-    while time.monotonic() < deadline:
-        report["open_attempts"] += 1
-        if os.path.exists(path):
-            f = None
-            try:
-                f = h5py.File(path, "r", libver="latest", swmr=True)
-                for name in (lib.DATA_PATH, lib.FRAME_ID_PATH, lib.STATUS_PATH):
-                    f[name]  # the writer declares its whole schema before SWMR starts
-                return f
-            except (OSError, KeyError) as e:
-                last_error = str(e)
-                if f is not None:
-                    f.close()
-        time.sleep(0.005)
-    report["errors"].append("could not open for SWMR reading before the timeout: %s"
-                            % last_error)
-    return None
+    f, attempts, last_error = lib.open_swmr_when_ready(
+        path, (lib.DATA_PATH, lib.FRAME_ID_PATH, lib.STATUS_PATH),
+        lambda: time.monotonic() < deadline)
+    report["open_attempts"] += attempts
+    if f is None:
+        report["errors"].append("could not open for SWMR reading before the timeout: %s"
+                                % last_error)
+    return f
 
 
 def check_new_frames(data, frame_id, seen, n, frame_shape, dtype):
@@ -85,13 +75,12 @@ def check_new_frames(data, frame_id, seen, n, frame_shape, dtype):
 
 def h5py_reader(path, frame_shape, dtype, interval_s, timeout_s):
     """Follows the file until the writer closes it; returns a report (a dict)."""
-    import h5py
-    import hdf5plugin  # noqa: F401  (Blosc decoding)
+    import hdf5plugin  # noqa: F401  (Blosc decoding; lib.open_swmr_when_ready imports h5py)
 
     report = {"frames": 0, "errors": [], "open_attempts": 0, "polls": 0,
               "counts_while_writing": [], "final_state": None}
     deadline = time.monotonic() + timeout_s
-    f = open_when_ready(h5py, path, deadline, report)
+    f = open_when_ready(path, deadline, report)
     if f is None:
         return report
     counts_while_writing = set()

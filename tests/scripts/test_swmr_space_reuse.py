@@ -102,22 +102,11 @@ def follow(path, writer, seen):
     """Part 2's reader: notes (dataset, chunk offset, address, size) -> digest at each poll
     until the writer has exited. Returns the number of polls."""
     polls = 0
-    f = None
-    names = []
-    while writer.poll() is None:
-        try:
-            f = h5py.File(path, "r", libver="latest", swmr=True)
-        except OSError:
-            time.sleep(0.01)
-            continue
-        names = compressed_datasets(f)
-        if "marc/records" in names:
-            break
-        f.close()  # opened before the writer declared its datasets (no file locking)
-        f = None
-        time.sleep(0.01)
+    f, _, _ = lib.open_swmr_when_ready(path, ("marc/records",),
+                                       lambda: writer.poll() is None, pause_s=0.01)
     if f is None:
         return 0
+    names = compressed_datasets(f)
     fd = os.open(path, os.O_RDONLY)
     try:
         while writer.poll() is None:
